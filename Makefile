@@ -1,0 +1,51 @@
+# Nakhon: `make demo` shows the pipeline working, `make test` runs every test.
+# Each target installs what it needs first, so both work on a fresh Debian machine.
+
+SHELL := /bin/bash
+.DEFAULT_GOAL := help
+VENV := .venv
+PY := $(VENV)/bin/python
+STACK := deploy/local/stack.sh
+
+.PHONY: help up down status test unit integration lint format demo bench migrate clean
+
+help: ## Show this help
+	@awk 'BEGIN {FS = ":.*## "} /^[a-z-]+:.*## / {printf "  \033[1mmake %-12s\033[0m %s\n", $$1, $$2}' $(MAKEFILE_LIST)
+
+$(VENV)/.installed: pyproject.toml deploy/local/venv.sh
+	@deploy/local/venv.sh
+
+venv: $(VENV)/.installed
+
+up: $(VENV)/.installed ## Install and start the stack and Nakhon's services in the background
+	@$(STACK) up
+
+down: ## Stop everything `make up` started (and nothing else)
+	@$(STACK) down
+
+status: ## What runs, on which port, which TimescaleDB edition
+	@$(STACK) status
+
+test: lint up ## Lint, start the stack, run unit and integration tests
+	@$(PY) -m pytest
+
+unit: $(VENV)/.installed ## Only the fast unit tests (no services needed)
+	@$(PY) -m pytest -m "not integration" tests/unit
+
+integration: up ## Only the integration tests (through the real stack)
+	@$(PY) -m pytest -m integration
+
+lint: $(VENV)/.installed ## ruff (lint + format check) and mypy --strict
+	@$(VENV)/bin/ruff check nakhon tests
+	@$(VENV)/bin/ruff format --check nakhon tests
+	@$(VENV)/bin/mypy
+
+format: $(VENV)/.installed ## Apply ruff's fixes and formatting
+	@$(VENV)/bin/ruff check --fix nakhon tests
+	@$(VENV)/bin/ruff format nakhon tests
+
+demo: up ## Start everything and show the pipeline working
+	@$(STACK) status
+
+clean: down ## Stop the stack and delete its data (.nakhon/) and the virtualenv
+	rm -rf .nakhon $(VENV)

@@ -1,0 +1,96 @@
+# Shared by the local-stack scripts: paths, messages, readiness waits.
+# Sourced, not run. Every service keeps its data, logs and pid under $STATE.
+
+set -euo pipefail
+
+REPO="$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)"
+DEPLOY="$REPO/deploy/local"
+STATE="${NAKHON_STATE_DIR:-$REPO/.nakhon}"
+LOGS="$STATE/logs"
+RUN="$STATE/run"
+mkdir -p "$LOGS" "$RUN"
+
+PG_VERSION=15
+PG_BIN="/usr/lib/postgresql/$PG_VERSION/bin"
+
+say()  { printf '\033[1m[nakhon]\033[0m %s\n' "$*"; }
+warn() { printf '\033[33m[nakhon]\033[0m %s\n' "$*" >&2; }
+
+# die STEP LOGFILE MESSAGE: stop with a message naming the step and the log to read.
+die() {
+  local step="$1" log="$2"; shift 2
+  printf '\033[31m[nakhon] %s failed:\033[0m %s\n' "$step" "$*" >&2
+  if [[ -n "$log" && -f "$log" ]]; then
+    printf '  read %s; its last lines:\n' "$log" >&2
+    tail -n 15 "$log" | sed 's/^/    /' >&2
+  fi
+  exit 1
+}
+
+# wait_ready NAME TIMEOUT_S LOG CMD...: poll CMD until it succeeds; die if the
+# service's process exits first or the time runs out. Never a fixed sleep.
+wait_ready() {
+  local name="$1" timeout="$2" log="$3"; shift 3
+  local deadline=$((SECONDS + timeout))
+  until "$@" >/dev/null 2>&1; do
+    pid_alive "$name" || die "start $name" "$log" "the process exited"
+    (( SECONDS < deadline )) || die "start $name" "$log" "not ready after ${timeout}s"
+    sleep 0.2
+  done
+}
+
+# pid_alive NAME: the service's pid file names a running process.
+pid_alive() {
+  local f="$RUN/$1.pid"
+  [[ -f "$f" ]] && kill -0 "$(cat "$f")" 2>/dev/null
+}
+
+# port_open PORT: something accepts TCP connections on 127.0.0.1:PORT.
+port_open() {
+  (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null
+}
+
+# stop_pid NAME [TIMEOUT_S]: SIGTERM the process in NAME.pid, wait, then SIGKILL.
+stop_pid() {
+  local name="$1" timeout="${2:-30}" f="$RUN/$1.pid" pid
+  [[ -f "$f" ]] || return 0
+  pid="$(cat "$f")"
+  if kill -0 "$pid" 2>/dev/null; then
+    kill -TERM "$pid" 2>/dev/null || true
+    local deadline=$((SECONDS + timeout))
+    while kill -0 "$pid" 2>/dev/null; do
+      if (( SECONDS >= deadline )); then
+        warn "$name did not stop within ${timeout}s; killing it"
+        kill -KILL "$pid" 2>/dev/null || true
+        break
+      fi
+      sleep 0.2
+    done
+  fi
+  rm -f "$f"
+}
+
+# apt_install PKG...: install Debian packages that are missing, without letting
+# their maintainer scripts start system services (we run our own instances).
+apt_install() {
+  local missing=()
+  for p in "$@"; do
+    dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+  done
+  (( ${#missing[@]} == 0 )) && return 0
+  say "installing Debian packages: ${missing[*]}"
+  local log="$LOGS/apt.log" guard=0
+  if [[ ! -e /usr/sbin/policy-rc.d ]]; then
+    printf '#!/bin/sh\nexit 101\n' > /usr/sbin/policy-rc.d; chmod +x /usr/sbin/policy-rc.d; guard=1
+  fi
+  local rc=0
+  {
+    export DEBIAN_FRONTEND=noninteractive
+    if [[ ! -f "$STATE/.apt-updated" ]] || ! apt-get install -y -q --no-install-recommends "${missing[@]}"; then
+      apt-get update -q && touch "$STATE/.apt-updated" &&
+      apt-get install -y -q --no-install-recommends "${missing[@]}"
+    fi
+  } >>"$log" 2>&1 || rc=$?
+  (( guard )) && rm -f /usr/sbin/policy-rc.d
+  (( rc == 0 )) || die "apt-get install ${missing[*]}" "$log" "exit code $rc"
+}

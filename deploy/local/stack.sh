@@ -1,0 +1,35 @@
+#!/usr/bin/env bash
+# The local stack: Mosquitto, Kafka (KRaft) and PostgreSQL + TimescaleDB,
+# installed from Debian's packages and Maven Central, run as plain processes
+# with all their data, logs and pids under .nakhon/ of this checkout.
+#
+#   deploy/local/stack.sh install   install what is missing (idempotent)
+#   deploy/local/stack.sh up        install, start, wait until each answers
+#   deploy/local/stack.sh down      stop what this stack started, nothing else
+#   deploy/local/stack.sh status    what runs, on which port, which edition
+source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
+for f in "$DEPLOY"/services/*.sh; do source "$f"; done
+
+SERVICES=(mosquitto kafka postgres)
+
+usage() { sed -n '2,10p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//'; }
+
+[[ $EUID -eq 0 ]] || { [[ "${1:-}" == status ]] || die "$1" "" "run as root: it installs Debian packages and starts services as their users"; }
+
+case "${1:-}" in
+  install)
+    for s in "${SERVICES[@]}"; do "${s}_install"; done ;;
+  up)
+    for s in "${SERVICES[@]}"; do "${s}_install"; done
+    for s in "${SERVICES[@]}"; do "${s}_start"; done
+    say "stack ready: mosquitto :1883, kafka :9092, postgres :5432 (logs in ${LOGS#"$REPO"/})" ;;
+  down)
+    for (( i=${#SERVICES[@]}-1; i>=0; i-- )); do "${SERVICES[i]}_stop"; done
+    say "stack stopped" ;;
+  status)
+    for s in "${SERVICES[@]}"; do "${s}_status"; done ;;
+  -h|--help|help|"")
+    usage ;;
+  *)
+    usage >&2; exit 2 ;;
+esac

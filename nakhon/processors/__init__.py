@@ -1,0 +1,1 @@
+"""Processors: decode (by topic route) -> validate -> normalize -> enrich -> store."""
