@@ -18,6 +18,19 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 #: The Things Stack v3 and ChirpStack v4 (DESIGN.md, "Wire contract").
 DEFAULT_TOPIC_FILTERS = ["city/#", "v3/+/devices/+/up", "application/+/device/+/event/up"]
 
+#: Topic pattern -> codec (``pattern=codec``), the wire contract of DESIGN.md.
+#: ``{city}`` and ``{sensor_id}`` capture one topic level each; see
+#: ``nakhon/processors/routing.py``.
+DEFAULT_ROUTES = [
+    "city/{city}/{sensor_id}/senml=senml",
+    "city/{city}/{sensor_id}/senml-cbor=senml-cbor",
+    "city/{city}/{sensor_id}/json=json",
+    "city/{city}/{sensor_id}/ngsi=ngsi",
+    "city/{city}/{sensor_id}/position=position",
+    "v3/{app}/devices/{sensor_id}/up=tts-v3",
+    "application/{app}/device/{sensor_id}/event/up=chirpstack-v4",
+]
+
 
 class MqttSettings(BaseModel):
     host: str = "127.0.0.1"
@@ -67,6 +80,8 @@ class GatewaySettings(BaseModel):
 
 
 class ProcessorSettings(BaseModel):
+    #: JSON list of ``pattern=codec`` routes, tried in order.
+    routes: list[str] = Field(default_factory=lambda: list(DEFAULT_ROUTES))
     batch_max_records: int = 5_000
     batch_max_wait_ms: int = 200
     #: Reject metric names the catalogue does not know, instead of storing them as ``x_<name>``.
@@ -88,7 +103,34 @@ class ApiSettings(BaseModel):
     port: int = 8080
     #: When set, every /v1 request must carry one of these in ``X-API-Key``.
     api_keys: list[SecretStr] = Field(default_factory=list)
+    #: Points (series x buckets) one /v1/series response may hold; past it, 400.
     max_points: int = 10_000
+    #: Requests allowed to queue for a pooled connection before 503s start.
+    pool_max_waiting: int = 64
+    #: Server-side cap on one query, so a heavy request cannot hog the database.
+    statement_timeout_s: float = 10.0
+    #: Seconds uvicorn gives in-flight requests to finish on SIGTERM.
+    shutdown_grace_s: float = 10.0
+
+
+class RetentionSettings(BaseModel):
+    """How long each table keeps its rows, and how often rollups are refreshed.
+
+    Raw data can go long before its rollups: charts over months only read
+    ``readings_1h``. Keep ``readings_1m_days`` at least as long as the
+    processors' backfill horizon, so a late reading can still be re-aggregated.
+    """
+
+    readings_days: float = 30.0
+    positions_days: float = 30.0
+    readings_1m_days: float = 90.0
+    readings_1h_days: float = 5 * 365.0
+    #: Community edition only: compress raw chunks older than this.
+    compress_after_days: float = 7.0
+    #: Apache edition: how often ``nakhon maintain`` refreshes the rollups.
+    refresh_interval_s: float = 30.0
+    #: Apache edition: how often ``nakhon maintain`` drops expired chunks.
+    drop_interval_s: float = 3600.0
 
 
 class Settings(BaseSettings):
@@ -107,4 +149,5 @@ class Settings(BaseSettings):
     gateway: GatewaySettings = Field(default_factory=GatewaySettings)
     processor: ProcessorSettings = Field(default_factory=ProcessorSettings)
     api: ApiSettings = Field(default_factory=ApiSettings)
+    retention: RetentionSettings = Field(default_factory=RetentionSettings)
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"

@@ -1,0 +1,57 @@
+"""The ``nakhon`` command: one subcommand per service or task.
+
+Each subcommand lives beside the code it runs and registers itself through a
+``register(subparsers)`` function; adding one is one line in ``COMMANDS``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import logging
+import sys
+from collections.abc import Sequence
+
+from nakhon import __version__
+
+#: Modules that each contribute subcommands, in the order ``--help`` lists them.
+COMMANDS = [
+    "nakhon.ingest.command",
+    "nakhon.processors.command",
+    "nakhon.storage.command",
+]
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="nakhon",
+        description=(
+            "Nakhon, the ingestion backbone of a city data platform: "
+            "MQTT -> Kafka -> TimescaleDB. Configuration comes from NAKHON_* "
+            "environment variables (see README); defaults point at the local stack."
+        ),
+    )
+    parser.add_argument("--version", action="version", version=f"nakhon {__version__}")
+    sub = parser.add_subparsers(title="commands", metavar="COMMAND", required=True)
+    for name in COMMANDS:
+        importlib.import_module(name).register(sub)
+    return parser
+
+
+def configure_logging(level: str) -> None:
+    logging.basicConfig(
+        level=level,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        datefmt="%Y-%m-%dT%H:%M:%S%z",
+        stream=sys.stderr,
+    )
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    code: int = args.func(args)
+    return code
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,64 @@
+"""``nakhon gateway``: run the MQTT -> Kafka ingest gateway."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+
+from prometheus_client import CollectorRegistry
+
+from nakhon.cli import configure_logging
+from nakhon.config import Settings
+from nakhon.health_server import HealthServer
+from nakhon.ingest.gateway import Gateway
+from nakhon.ingest.metrics import GatewayMetrics
+from nakhon.service_runner import run_until_signal
+
+log = logging.getLogger("nakhon.gateway")
+
+
+def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    p = sub.add_parser(
+        "gateway",
+        help="forward MQTT messages to Kafka nakhon.raw (PUBACK after Kafka's ack)",
+        description=(
+            "Subscribe to the MQTT topic filters (NAKHON_MQTT_TOPIC_FILTERS) through the "
+            "shared subscription group NAKHON_MQTT_SHARE_GROUP and forward every message, "
+            "untouched, to Kafka. Run several for more throughput. Metrics and health on "
+            "NAKHON_GATEWAY_METRICS_PORT (/metrics, /healthz, /readyz). SIGTERM drains."
+        ),
+    )
+    p.set_defaults(func=run_gateway)
+
+
+def run_gateway(args: argparse.Namespace) -> int:
+    settings = Settings()
+    configure_logging(settings.log_level)
+    asyncio.run(_serve(settings))
+    return 0
+
+
+async def _serve(settings: Settings) -> None:
+    registry = CollectorRegistry()
+    gateway = Gateway(settings.mqtt, settings.kafka, settings.gateway, GatewayMetrics(registry))
+    health = HealthServer(registry, gateway.readiness, "0.0.0.0", settings.gateway.metrics_port)  # noqa: S104
+    await health.start()
+    log.info(
+        "gateway %s: MQTT %s:%d -> Kafka %s topic %s",
+        settings.gateway.name,
+        settings.mqtt.host,
+        settings.mqtt.port,
+        settings.kafka.bootstrap_servers,
+        settings.kafka.raw_topic,
+    )
+
+    async def main() -> None:
+        await gateway.start()
+        await gateway.wait_stopped()
+
+    async def stop() -> None:
+        await gateway.stop()
+        await health.stop()
+
+    await run_until_signal("gateway", main, stop)

@@ -1,0 +1,232 @@
+"""The ingest gateway: MQTT in, ``nakhon.raw`` out, a PUBACK only after Kafka's ack.
+
+A dumb, fast, reliable pipe (DESIGN.md): it never parses payloads. For each
+message taken from the broker it produces one Kafka record (acks=all,
+idempotent producer, batched with linger and compressed); when Kafka
+acknowledges it, the message's slot in the :class:`AckQueue` is done and the
+PUBACK leaves in arrival order. A crash before that and the broker redelivers
+the message to this client's persistent session.
+
+When Kafka is away a send fails; the message stays unacknowledged and is sent
+again after a capped backoff, in the background, while the broker holds back
+new messages once ``max_inflight`` are unacknowledged (MQTT 5 Receive Maximum).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections import deque
+from typing import Any
+
+from aiokafka import AIOKafkaProducer
+from aiokafka.errors import KafkaError
+
+from nakhon.config import GatewaySettings, KafkaSettings, MqttSettings
+from nakhon.ingest.ack_queue import AckQueue, AckSlot
+from nakhon.ingest.metrics import GatewayMetrics
+from nakhon.ingest.mqtt_source import MqttSource
+from nakhon.ingest.raw_record import MqttMessage, raw_headers
+from nakhon.kafka_client import kafka_client_options
+
+log = logging.getLogger(__name__)
+
+_RETRY_MIN_S = 0.2
+_RETRY_MAX_S = 10.0
+
+
+class Gateway:
+    """Forwards MQTT messages to Kafka; ``async with`` starts and drains it."""
+
+    def __init__(
+        self,
+        mqtt_settings: MqttSettings,
+        kafka_settings: KafkaSettings,
+        settings: GatewaySettings,
+        metrics: GatewayMetrics,
+    ) -> None:
+        self._kafka_settings = kafka_settings
+        self._settings = settings
+        self._metrics = metrics
+        self._producer = AIOKafkaProducer(
+            **kafka_client_options(kafka_settings),
+            acks="all",
+            enable_idempotence=True,
+            linger_ms=kafka_settings.linger_ms,
+            max_batch_size=kafka_settings.max_batch_bytes,
+            compression_type=None
+            if kafka_settings.compression == "none"
+            else kafka_settings.compression,
+            request_timeout_ms=15_000,
+        )
+        self._source = MqttSource(
+            mqtt_settings, settings.max_inflight, self._on_message, self._on_connection_change
+        )
+        self._acks = AckQueue(self._send_puback)
+        self._connection = 0
+        self._queue: deque[tuple[MqttMessage, AckSlot, float]] = deque()
+        self._wakeup = asyncio.Event()
+        self._pending: set[asyncio.Future[Any]] = set()
+        self._forwarder: asyncio.Task[None] | None = None
+        self._kafka_ok = False
+        self._stopping = False
+        self._stopped = asyncio.Event()
+
+    # lifecycle -------------------------------------------------------------
+
+    async def start(self) -> None:
+        await self._start_producer()
+        self._forwarder = asyncio.create_task(self._forward(), name="forward-to-kafka")
+        self._source.start(asyncio.get_running_loop())
+
+    async def _start_producer(self) -> None:
+        delay = _RETRY_MIN_S
+        while True:
+            try:
+                await self._producer.start()
+                self._kafka_ok = True
+                return
+            except KafkaError as exc:
+                log.warning("Kafka not reachable (%s); retrying in %.1fs", exc, delay)
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, _RETRY_MAX_S)
+
+    async def stop(self, drain_timeout_s: float = 10.0) -> None:
+        """Stop taking messages, deliver and acknowledge those taken, disconnect."""
+        if self._stopping:
+            return
+        self._stopping = True
+        self._source.stop_accepting()
+        try:
+            await asyncio.wait_for(self._drain(), drain_timeout_s)
+        except TimeoutError:
+            log.warning(
+                "%d messages not delivered within %.0fs: left unacknowledged, "
+                "the broker will redeliver them",
+                len(self._acks),
+                drain_timeout_s,
+            )
+        if self._forwarder is not None:
+            self._forwarder.cancel()
+        self._source.stop()
+        await self._producer.stop()
+        self._stopped.set()
+        log.info("gateway stopped")
+
+    async def wait_stopped(self) -> None:
+        await self._stopped.wait()
+
+    async def _drain(self) -> None:
+        # Polled: completion arrives through producer callbacks, not one awaitable.
+        while self._queue or self._pending:  # noqa: ASYNC110
+            await asyncio.sleep(0.02)
+
+    async def __aenter__(self) -> Gateway:
+        await self.start()
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.stop()
+
+    # health -----------------------------------------------------------------
+
+    def readiness(self) -> tuple[bool, str]:
+        if not self._source.connected:
+            return False, "MQTT broker not connected"
+        if not self._kafka_ok:
+            return False, "Kafka not reachable"
+        return True, f"{len(self._acks)} messages in flight"
+
+    # the hot path (event loop thread) ----------------------------------------
+
+    def _on_connection_change(self, connection: int, up: bool) -> None:
+        self._metrics.mqtt_connected.set(1 if up else 0)
+        if up:
+            if connection > 1:
+                self._metrics.reconnects.inc()
+            self._connection = connection
+        else:
+            # Packet ids die with the connection: what was not acknowledged on
+            # it will be redelivered by the broker on the next one.
+            self._acks.clear()
+            self._metrics.inflight.set(0)
+
+    def _on_message(self, msg: MqttMessage) -> None:
+        if msg.connection != self._connection or self._stopping:
+            return  # from a dead connection: the broker redelivers it
+        self._metrics.received.inc()
+        slot = self._acks.take(msg.mid, msg.qos)
+        self._metrics.inflight.set(len(self._acks))
+        self._queue.append((msg, slot, time.perf_counter()))
+        self._wakeup.set()
+
+    async def _forward(self) -> None:
+        """Hand queued messages to the producer, in order; one task, no task per message."""
+        queue = self._queue
+        while True:
+            await self._wakeup.wait()
+            self._wakeup.clear()
+            while queue:
+                msg, slot, t0 = queue.popleft()
+                if msg.connection != self._connection:
+                    continue
+                await self._send(msg, slot, t0)
+
+    async def _send(self, msg: MqttMessage, slot: AckSlot, t0: float) -> None:
+        delay = _RETRY_MIN_S
+        while True:
+            try:
+                delivery = await self._producer.send(
+                    self._kafka_settings.raw_topic,
+                    value=msg.payload,
+                    key=msg.topic.encode(),
+                    headers=raw_headers(msg, self._settings.name),
+                )
+                break
+            except KafkaError as exc:
+                # Kafka is away: block here. The broker stops sending once
+                # max_inflight messages are unacknowledged (backpressure).
+                self._kafka_down(exc, delay)
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, _RETRY_MAX_S)
+                if msg.connection != self._connection or self._stopping:
+                    return
+        self._pending.add(delivery)
+        delivery.add_done_callback(lambda d: self._on_delivered(d, msg, slot, t0))
+
+    def _on_delivered(
+        self, fut: asyncio.Future[Any], msg: MqttMessage, slot: AckSlot, t0: float
+    ) -> None:
+        self._pending.discard(fut)
+        exc = fut.exception()
+        if exc is not None:
+            # Not stored: send it again, ahead of newer messages, after a pause.
+            self._kafka_down(exc, _RETRY_MIN_S)
+            self._loop().call_later(_RETRY_MIN_S, self._requeue, msg, slot, t0)
+            return
+        self._kafka_ok = True
+        self._metrics.forwarded.inc()
+        self._metrics.send_latency.observe(time.perf_counter() - t0)
+        acked = self._acks.delivered(slot)
+        if acked:
+            self._metrics.acknowledged.inc(acked)
+            self._metrics.inflight.set(len(self._acks))
+
+    def _requeue(self, msg: MqttMessage, slot: AckSlot, t0: float) -> None:
+        self._queue.appendleft((msg, slot, t0))
+        self._wakeup.set()
+
+    def _kafka_down(self, exc: BaseException, delay: float) -> None:
+        if self._kafka_ok:
+            log.warning("Kafka send failed (%s); retrying every %.1fs at most", exc, _RETRY_MAX_S)
+        self._kafka_ok = False
+        self._metrics.send_errors.inc()
+
+    @staticmethod
+    def _loop() -> asyncio.AbstractEventLoop:
+        return asyncio.get_running_loop()
+
+    def _send_puback(self, mid: int, qos: int) -> None:
+        if qos > 0:
+            self._source.ack(mid, qos)

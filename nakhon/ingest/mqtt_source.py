@@ -1,0 +1,157 @@
+"""The gateway's MQTT side: a persistent MQTT 5 session with manual QoS 1 acks.
+
+paho runs its network loop in its own thread; messages cross into the asyncio
+loop through ``call_soon_threadsafe``. Backpressure is MQTT 5's own: the
+CONNECT carries ``Receive Maximum`` = the gateway's in-flight bound, so the
+broker never sends more unacknowledged messages than that (MQTT 5 §4.9) and
+keeps the rest queued in the session.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Callable
+from typing import Any
+
+import paho.mqtt.client as mqtt
+from paho.mqtt.enums import CallbackAPIVersion
+from paho.mqtt.packettypes import PacketTypes
+from paho.mqtt.properties import Properties
+from paho.mqtt.reasoncodes import ReasonCode
+from paho.mqtt.subscribeoptions import SubscribeOptions
+
+from nakhon.config import MqttSettings
+from nakhon.ingest.raw_record import MqttMessage
+
+log = logging.getLogger(__name__)
+
+#: MQTT 5 caps Receive Maximum at 65,535.
+_MAX_RECEIVE_MAXIMUM = 65_535
+
+
+class MqttSource:
+    """Subscribes through shared subscriptions and hands messages to an asyncio callback."""
+
+    def __init__(
+        self,
+        settings: MqttSettings,
+        max_inflight: int,
+        on_message: Callable[[MqttMessage], None],
+        on_connection_change: Callable[[int, bool], None],
+    ) -> None:
+        self._settings = settings
+        self._max_inflight = min(max_inflight, _MAX_RECEIVE_MAXIMUM)
+        self._deliver = on_message
+        self._on_connection_change = on_connection_change
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._connection = 0
+        self._accepting = True
+        self.connected = False
+        self.reconnects = 0
+        self._client = mqtt.Client(
+            CallbackAPIVersion.VERSION2,
+            client_id=settings.client_id,
+            protocol=mqtt.MQTTv5,
+            manual_ack=True,
+        )
+        if settings.username:
+            password = settings.password.get_secret_value() if settings.password else None
+            self._client.username_pw_set(settings.username, password)
+        self._client.reconnect_delay_set(min_delay=1, max_delay=30)
+        self._client.on_connect = self._on_connect
+        self._client.on_disconnect = self._on_disconnect
+        self._client.on_message = self._on_message
+
+    @property
+    def subscriptions(self) -> list[str]:
+        group = self._settings.share_group
+        return [f"$share/{group}/{f}" for f in self._settings.topic_filters]
+
+    def start(self, loop: asyncio.AbstractEventLoop) -> None:
+        """Connect (retrying in the background until the broker answers)."""
+        self._loop = loop
+        props = Properties(PacketTypes.CONNECT)  # type: ignore[no-untyped-call]
+        props.SessionExpiryInterval = self._settings.session_expiry_s
+        props.ReceiveMaximum = self._max_inflight
+        self._client.connect_async(
+            self._settings.host,
+            self._settings.port,
+            keepalive=self._settings.keepalive_s,
+            clean_start=False,
+            properties=props,
+        )
+        self._client.loop_start()
+
+    def stop_accepting(self) -> None:
+        """Ignore messages from now on: unacknowledged, the broker redelivers them later."""
+        self._accepting = False
+
+    def ack(self, mid: int, qos: int) -> None:
+        self._client.ack(mid, qos)
+
+    def stop(self) -> None:
+        """Disconnect cleanly; the session (and what it queues) lives on in the broker."""
+        self._client.disconnect()
+        self._client.loop_stop()
+
+    # paho's thread below -------------------------------------------------
+
+    def _on_connect(
+        self,
+        client: mqtt.Client,
+        userdata: Any,
+        flags: mqtt.ConnectFlags,
+        reason: ReasonCode,
+        properties: Properties | None,
+    ) -> None:
+        if reason.is_failure:
+            log.error("MQTT broker refused the connection: %s", reason)
+            return
+        self._connection += 1
+        if self._connection > 1:
+            self.reconnects += 1
+        self.connected = True
+        log.info(
+            "connected to MQTT %s:%d (session %s), subscribing to %s",
+            self._settings.host,
+            self._settings.port,
+            "resumed" if flags.session_present else "new",
+            ", ".join(self.subscriptions),
+        )
+        client.subscribe([(s, SubscribeOptions(qos=1)) for s in self.subscriptions])
+        self._notify(self._connection, True)
+
+    def _on_disconnect(
+        self,
+        client: mqtt.Client,
+        userdata: Any,
+        flags: mqtt.DisconnectFlags,
+        reason: ReasonCode,
+        properties: Properties | None,
+    ) -> None:
+        self.connected = False
+        if reason.is_failure:
+            log.warning("MQTT connection lost (%s); reconnecting", reason)
+        self._notify(self._connection, False)
+
+    def _on_message(self, client: mqtt.Client, userdata: Any, msg: mqtt.MQTTMessage) -> None:
+        if not self._accepting or self._loop is None:
+            return
+        props = getattr(msg, "properties", None)
+        content_type = getattr(props, "ContentType", None) if props is not None else None
+        message = MqttMessage(
+            topic=msg.topic,
+            payload=bytes(msg.payload),
+            qos=msg.qos,
+            mid=msg.mid,
+            received_at_us=time.time_ns() // 1000,
+            content_type=content_type,
+            connection=self._connection,
+        )
+        self._loop.call_soon_threadsafe(self._deliver, message)
+
+    def _notify(self, connection: int, up: bool) -> None:
+        if self._loop is not None:
+            self._loop.call_soon_threadsafe(self._on_connection_change, connection, up)

@@ -1,0 +1,91 @@
+"""``chirpstack-v4``: ChirpStack v4 uplink events (``application/<app>/device/<eui>/event/up``).
+
+Field paths (ChirpStack v4 integration events, ``up``, JSON encoding):
+``deviceInfo.devEui``, ``deviceInfo.deviceName``, ``deviceInfo.applicationName``,
+``time``, ``fPort``, ``object`` (the codec's decoded payload), ``rxInfo[]``
+(``gatewayId``, ``rssi``, ``snr``).
+
+- Sensor: the topic's, else ``deviceInfo.devEui`` lower-cased. ``deviceName``
+  is free text chosen by an operator (spaces, capitals) and is not an id.
+- Time: ``time`` (gateway time of the uplink; absent when no gateway had a
+  clock), else "when received".
+- Readings and radio as in :mod:`.tts_v3`: ``object`` flattened, best ``rssi``
+  and ``snr`` over ``rxInfo`` as ``link_rssi``/``link_snr``; no ``fPort`` (or 0)
+  yields nothing; no ``object`` is ``DecodeError("no_decoded_payload")``.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from nakhon.processors.codecs.base import DecodeError, TopicContext
+from nakhon.processors.codecs.fields import (
+    InvalidTime,
+    add_link_quality,
+    add_readings,
+    flatten_readings,
+    parse_time,
+)
+from nakhon.processors.codecs.tts_v3 import validation_summary
+from nakhon.records import Decoded
+
+
+class _Model(BaseModel):
+    model_config = ConfigDict(extra="ignore", frozen=True, populate_by_name=True)
+
+
+class _DeviceInfo(_Model):
+    dev_eui: str = Field(alias="devEui")
+    device_name: str | None = Field(default=None, alias="deviceName")
+
+
+class _RxInfo(_Model):
+    rssi: float | None = None
+    snr: float | None = None
+
+
+class _UplinkEvent(_Model):
+    device_info: _DeviceInfo = Field(alias="deviceInfo")
+    time: str | None = None
+    f_port: int | None = Field(default=None, alias="fPort")
+    object: dict[str, Any] | None = None
+    rx_info: list[_RxInfo] = Field(default=[], alias="rxInfo")
+
+
+class ChirpstackV4Codec:
+    """``chirpstack-v4``: a ChirpStack v4 uplink event."""
+
+    name = "chirpstack-v4"
+
+    def decode(self, payload: bytes, ctx: TopicContext) -> Decoded:
+        return decode_chirpstack_v4(payload, ctx)
+
+
+def decode_chirpstack_v4(payload: bytes, ctx: TopicContext) -> Decoded:
+    try:
+        event = _UplinkEvent.model_validate_json(payload)
+    except ValidationError as exc:
+        raise DecodeError("malformed_uplink", validation_summary(exc)) from exc
+    if not event.f_port:
+        return Decoded()
+    if event.object is None:
+        raise DecodeError("no_decoded_payload", "the device profile has no codec")
+    sensor_id = ctx.sensor_id or event.device_info.dev_eui.lower()
+    time = None
+    if event.time is not None:
+        try:
+            time = parse_time(event.time)
+        except InvalidTime as exc:
+            raise DecodeError("invalid_time", str(exc)) from exc
+    decoded = Decoded()
+    add_readings(decoded, flatten_readings(event.object), sensor_id, time)
+    add_link_quality(
+        decoded,
+        sensor_id,
+        time,
+        [rx.rssi for rx in event.rx_info],
+        [rx.snr for rx in event.rx_info],
+    )
+    return decoded

@@ -1,0 +1,86 @@
+"""``nakhon processor``: run a processor of the consumer group."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+
+from prometheus_client import CollectorRegistry
+
+from nakhon.cli import configure_logging
+from nakhon.config import Settings
+from nakhon.health_server import HealthServer
+from nakhon.processors.metrics import ProcessorMetrics
+from nakhon.processors.normalize import NormalizePolicy
+from nakhon.processors.pipeline import Pipeline
+from nakhon.processors.processor import Processor
+from nakhon.processors.routing import Router
+from nakhon.service_runner import run_until_signal
+from nakhon.storage.migrate import migrate
+from nakhon.storage.writer import ReadingWriter
+
+log = logging.getLogger("nakhon.processor")
+
+
+def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    p = sub.add_parser(
+        "processor",
+        help="decode, validate and store nakhon.raw into TimescaleDB",
+        description=(
+            "Consume nakhon.raw in the consumer group NAKHON_KAFKA_CONSUMER_GROUP: decode each "
+            "payload by its topic route (NAKHON_PROCESSOR_ROUTES), normalize it, write batches "
+            "to TimescaleDB (NAKHON_DB_DSN) and commit offsets only after the database commit. "
+            "Rejections go to nakhon.deadletter. Run several for more throughput (up to one per "
+            "partition). Metrics and health on NAKHON_PROCESSOR_METRICS_PORT. SIGTERM drains."
+        ),
+    )
+    p.add_argument(
+        "--no-migrate",
+        action="store_true",
+        help="do not apply pending schema migrations at start (they are safe to run concurrently)",
+    )
+    p.set_defaults(func=run_processor)
+
+
+def run_processor(args: argparse.Namespace) -> int:
+    settings = Settings()
+    configure_logging(settings.log_level)
+    try:
+        router = Router(settings.processor.routes, settings.processor.lorawan_city)
+    except (KeyError, ValueError) as exc:
+        log.error("bad NAKHON_PROCESSOR_ROUTES: %s", exc)
+        return 2
+    dsn = settings.db.dsn.get_secret_value()
+    if not args.no_migrate:
+        migrate(dsn)
+    asyncio.run(_serve(settings, router))
+    return 0
+
+
+async def _serve(settings: Settings, router: Router) -> None:
+    registry = CollectorRegistry()
+    processor = Processor(
+        settings.kafka,
+        settings.processor,
+        Pipeline(router, NormalizePolicy.from_settings(settings.processor)),
+        ReadingWriter(settings.db.dsn.get_secret_value()),
+        ProcessorMetrics(registry),
+    )
+    port = settings.processor.metrics_port
+    health = HealthServer(registry, processor.readiness, "0.0.0.0", port)  # noqa: S104
+    await health.start()
+
+    async def main() -> None:
+        await processor.start()
+        await processor.run()
+
+    async def stop() -> None:
+        await processor.stop()
+
+    try:
+        await run_until_signal("processor", main, stop)
+    finally:
+        await processor.close()
+        await health.stop()
+        log.info("processor stopped")

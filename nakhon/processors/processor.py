@@ -1,0 +1,292 @@
+"""The processor: consume a batch, make it durable, then commit its offsets.
+
+The loop, one batch at a time (quix-streams' checkpoint, in a few lines):
+
+1. ``getmany`` up to ``batch_max_records`` records of ``nakhon.raw``;
+2. route, decode and normalize them (:class:`Pipeline`, pure);
+3. write readings and positions to TimescaleDB in one transaction
+   (:class:`ReadingWriter`); transient errors are retried with capped backoff,
+   a permanent one is isolated by bisecting the batch and only the records that
+   cause it go to the dead letters;
+4. send dead letters and normalized readings to Kafka and wait for their acks;
+5. only then commit the batch's offsets.
+
+A crash anywhere before 5 replays the batch; the unique key (sensor, metric,
+time) makes the replayed rows no-ops, so every reading is stored exactly once.
+``nakhon.deadletter`` and ``nakhon.readings`` are at-least-once: a replay may
+repeat a record there.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Sequence
+from datetime import UTC, datetime
+
+import psycopg
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRecord, TopicPartition
+from aiokafka.errors import CommitFailedError, IllegalStateError, KafkaError
+
+from nakhon.config import KafkaSettings, ProcessorSettings
+from nakhon.ingest.raw_record import parse_headers, received_at_from_us
+from nakhon.kafka_client import kafka_client_options
+from nakhon.processors.metrics import ProcessorMetrics
+from nakhon.processors.outputs import OutRecord, dead_letter_record, readings_records
+from nakhon.processors.pipeline import BatchOutcome, Pipeline, RecordOutcome
+from nakhon.records import RawRecord, Rejection, Stage
+from nakhon.storage.errors import is_transient
+from nakhon.storage.writer import ReadingWriter
+
+log = logging.getLogger(__name__)
+
+_BACKOFF_MIN_S = 0.5
+_BACKOFF_MAX_S = 30.0
+
+
+#: What ``getmany`` returns: records per partition.
+KafkaBatch = dict[TopicPartition, list[ConsumerRecord[bytes, bytes]]]
+
+
+class ShuttingDown(Exception):
+    """Raised inside a batch when a shutdown interrupts a retry: nothing is committed."""
+
+
+def raw_record(msg: ConsumerRecord[bytes, bytes]) -> RawRecord:
+    """A ``nakhon.raw`` Kafka record as the pipeline's :class:`RawRecord`."""
+    headers = parse_headers(msg.headers or ())
+    topic = headers.get("mqtt_topic") or (msg.key or b"").decode("utf-8", "replace")
+    received = headers.get("received_at", "")
+    received_at = (
+        received_at_from_us(int(received))
+        if received.isdigit()
+        else datetime.fromtimestamp(msg.timestamp / 1000, UTC)
+    )
+    return RawRecord(
+        mqtt_topic=topic,
+        payload=msg.value or b"",
+        received_at=received_at,
+        gateway=headers.get("gateway", ""),
+        content_type=headers.get("content_type"),
+        partition=msg.partition,
+        offset=msg.offset,
+    )
+
+
+class Processor:
+    """Consumes ``nakhon.raw`` in a consumer group; ``start``, ``run``, ``stop``."""
+
+    def __init__(
+        self,
+        kafka: KafkaSettings,
+        settings: ProcessorSettings,
+        pipeline: Pipeline,
+        writer: ReadingWriter,
+        metrics: ProcessorMetrics,
+    ) -> None:
+        self._kafka = kafka
+        self._settings = settings
+        self._pipeline = pipeline
+        self._writer = writer
+        self._metrics = metrics
+        options = kafka_client_options(kafka)
+        self._consumer = AIOKafkaConsumer(
+            kafka.raw_topic,
+            **options,
+            group_id=kafka.consumer_group,
+            enable_auto_commit=False,
+            auto_offset_reset="earliest",
+            max_poll_records=settings.batch_max_records,
+            fetch_max_bytes=64 * 1024 * 1024,
+            max_partition_fetch_bytes=8 * 1024 * 1024,
+        )
+        self._producer = AIOKafkaProducer(
+            **options,
+            acks="all",
+            enable_idempotence=True,
+            linger_ms=kafka.linger_ms,
+            max_batch_size=kafka.max_batch_bytes,
+            compression_type=None if kafka.compression == "none" else kafka.compression,
+        )
+        self._stopping = asyncio.Event()
+        self._db_ok = False
+        self._started = False
+        self._city_newest: dict[str, float] = {}
+
+    async def start(self) -> None:
+        await self._writer.connect()
+        self._db_ok = True
+        await self._producer.start()
+        await self._consumer.start()
+        self._started = True
+        log.info(
+            "consuming %s as group %s, batches of up to %d records",
+            self._kafka.raw_topic,
+            self._kafka.consumer_group,
+            self._settings.batch_max_records,
+        )
+
+    async def run(self) -> None:
+        """Process batches until :meth:`stop` is called."""
+        while not self._stopping.is_set():
+            batch = await self._consumer.getmany(
+                timeout_ms=self._settings.batch_max_wait_ms,
+                max_records=self._settings.batch_max_records,
+            )
+            if not batch:
+                continue
+            try:
+                await self.process(batch)
+            except ShuttingDown:
+                log.info("shutdown during a retry: the batch stays uncommitted and will replay")
+                return
+
+    async def stop(self) -> None:
+        """Let the current batch finish (durable, then committed), then close."""
+        self._stopping.set()
+
+    async def close(self) -> None:
+        if self._started:
+            await self._consumer.stop()
+            await self._producer.stop()
+        await self._writer.close()
+        self._started = False
+
+    def readiness(self) -> tuple[bool, str]:
+        if not self._started:
+            return False, "starting"
+        if not self._db_ok:
+            return False, "database unavailable (retrying)"
+        return True, "consuming"
+
+    # one batch --------------------------------------------------------------
+
+    async def process(
+        self, batch: dict[TopicPartition, list[ConsumerRecord[bytes, bytes]]]
+    ) -> None:
+        records = [raw_record(m) for msgs in batch.values() for m in msgs]
+        self._metrics.records_consumed.inc(len(records))
+        self._metrics.batch_records.observe(len(records))
+        outcome = self._pipeline.process_batch(records)
+        await self._store(outcome.outcomes)
+        await self._publish(outcome)
+        self._account(outcome)
+        await self._commit({tp: msgs[-1].offset + 1 for tp, msgs in batch.items()})
+
+    async def _store(self, outcomes: Sequence[RecordOutcome]) -> None:
+        delay = _BACKOFF_MIN_S
+        while True:
+            try:
+                await self._write_isolating(outcomes)
+                self._db_ok = True
+                return
+            except psycopg.Error as exc:
+                # Only transient errors reach here: _write_isolating absorbs the rest.
+                self._db_ok = False
+                self._metrics.db_write_errors.labels("transient").inc()
+                log.warning("database write failed (%s); retrying in %.1fs", exc, delay)
+                await self._writer.close()
+                await self._sleep_or_stop(delay)
+                delay = min(delay * 2, _BACKOFF_MAX_S)
+
+    async def _write_isolating(self, outcomes: Sequence[RecordOutcome]) -> None:
+        """Write ``outcomes``; on a permanent error, bisect down to the guilty records."""
+        readings = [r for o in outcomes for r in o.readings]
+        positions = [p for o in outcomes for p in o.positions]
+        if not readings and not positions:
+            return
+        started = time.perf_counter()
+        try:
+            result = await self._writer.write(readings, positions)
+        except psycopg.Error as exc:
+            if is_transient(exc):
+                raise
+            self._metrics.db_write_errors.labels("permanent").inc()
+            if len(outcomes) == 1:
+                self._refuse(outcomes[0], exc)
+                return
+            half = len(outcomes) // 2
+            await self._write_isolating(outcomes[:half])
+            await self._write_isolating(outcomes[half:])
+            return
+        self._metrics.db_write_seconds.observe(time.perf_counter() - started)
+        self._metrics.readings_stored.inc(result.readings_inserted)
+        self._metrics.readings_duplicate.inc(len(readings) - result.readings_inserted)
+        self._metrics.positions_stored.inc(result.positions_inserted)
+
+    def _refuse(self, outcome: RecordOutcome, exc: psycopg.Error) -> None:
+        log.error("the database refused a payload of %s: %s", outcome.record.mqtt_topic, exc)
+        outcome.rejections.append(
+            Rejection("storage_rejected", f"{exc.sqlstate}: {exc}"[:500], Stage.ENRICH)
+        )
+        outcome.readings = []
+        outcome.positions = []
+        outcome.whole_rejection = True
+
+    async def _publish(self, outcome: BatchOutcome) -> None:
+        out: list[tuple[str, OutRecord]] = [
+            (self._kafka.deadletter_topic, dead_letter_record(d)) for d in outcome.dead_letters()
+        ]
+        if self._settings.publish_readings:
+            out += [(self._kafka.readings_topic, r) for r in readings_records(outcome.readings)]
+        delay = _BACKOFF_MIN_S
+        while out:
+            try:
+                deliveries = [
+                    await self._producer.send(topic, r.value, key=r.key, headers=r.headers)
+                    for topic, r in out
+                ]
+                await asyncio.gather(*deliveries)
+                return
+            except KafkaError as exc:
+                log.warning("publishing to Kafka failed (%s); retrying in %.1fs", exc, delay)
+                await self._sleep_or_stop(delay)
+                delay = min(delay * 2, _BACKOFF_MAX_S)
+
+    def _account(self, outcome: BatchOutcome) -> None:
+        m = self._metrics
+        now = time.time()
+        newest: dict[str, float] = {}
+        for o in outcome.outcomes:
+            for rej in o.rejections:
+                m.rejections.labels(rej.reason, rej.stage.value).inc()
+            if o.unknown_metrics:
+                m.unknown_metrics.inc(len(o.unknown_metrics))
+            if o.readings:
+                received = o.record.received_at.timestamp()
+                m.end_to_end_seconds.observe(now - received)
+                first = o.readings[0]
+                m.clock_offset_seconds.observe(received - first.time.timestamp())
+                for r in o.readings:
+                    t = r.time.timestamp()
+                    if t > newest.get(r.city, 0.0):
+                        newest[r.city] = t
+        for city, t in newest.items():
+            if t > self._city_newest.get(city, 0.0):
+                self._city_newest[city] = t
+                m.city_last_reading.labels(city).set(t)
+
+    async def _commit(self, offsets: dict[TopicPartition, int]) -> None:
+        try:
+            await self._consumer.commit(offsets)
+            self._metrics.commits.labels("ok").inc()
+        except (CommitFailedError, IllegalStateError) as exc:
+            # The group rebalanced while we worked: the partition's new owner
+            # replays from the last commit, and the unique key makes that safe.
+            self._metrics.commits.labels("failed").inc()
+            log.warning("offset commit refused after a rebalance (%s); the batch will replay", exc)
+            return
+        for tp, next_offset in offsets.items():
+            highwater = self._consumer.highwater(tp)
+            if highwater is not None:
+                self._metrics.consumer_lag.labels(str(tp.partition)).set(
+                    max(highwater - next_offset, 0)
+                )
+
+    async def _sleep_or_stop(self, delay: float) -> None:
+        try:
+            await asyncio.wait_for(self._stopping.wait(), delay)
+        except TimeoutError:
+            return
+        raise ShuttingDown

@@ -1,0 +1,72 @@
+"""Ordered, versioned schema migrations (``nakhon migrate``).
+
+Migrations are the files ``migrations/NNNN_name.sql``, applied in order, each
+once. The whole run holds a transaction-scoped advisory lock, so two
+processes starting at once apply each migration exactly once: the second
+waits, then finds nothing left to do.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+from dataclasses import dataclass
+from importlib import resources
+
+import psycopg
+from psycopg import sql
+
+log = logging.getLogger(__name__)
+
+#: Arbitrary but fixed: the advisory lock key of Nakhon's migrations.
+MIGRATION_LOCK_KEY = 0x4E414B484F4E  # "NAKHON"
+_NAME = re.compile(r"^(\d{4})_([a-z0-9_]+)\.sql$")
+
+
+@dataclass(frozen=True, slots=True)
+class Migration:
+    version: int
+    name: str
+    sql: str
+
+
+def available_migrations() -> list[Migration]:
+    """The packaged migrations, in version order."""
+    found = []
+    for entry in resources.files("nakhon.storage").joinpath("migrations").iterdir():
+        m = _NAME.match(entry.name)
+        if m:
+            found.append(Migration(int(m.group(1)), m.group(2), entry.read_text("utf-8")))
+    found.sort(key=lambda mig: mig.version)
+    return found
+
+
+def migrate(dsn: str) -> list[Migration]:
+    """Apply the migrations the database lacks; return those applied now."""
+    applied_now: list[Migration] = []
+    with psycopg.connect(dsn) as conn, conn.transaction():
+        conn.execute("SELECT pg_advisory_xact_lock(%s)", (MIGRATION_LOCK_KEY,))
+        conn.execute(
+            """CREATE TABLE IF NOT EXISTS nakhon_schema_migrations (
+                   version    integer PRIMARY KEY,
+                   name       text NOT NULL,
+                   applied_at timestamptz NOT NULL DEFAULT now())"""
+        )
+        done = {row[0] for row in conn.execute("SELECT version FROM nakhon_schema_migrations")}
+        for mig in available_migrations():
+            if mig.version in done:
+                continue
+            log.info("applying migration %04d_%s", mig.version, mig.name)
+            conn.execute(sql.SQL(mig.sql))  # packaged with Nakhon: trusted SQL
+            conn.execute(
+                "INSERT INTO nakhon_schema_migrations (version, name) VALUES (%s, %s)",
+                (mig.version, mig.name),
+            )
+            applied_now.append(mig)
+    return applied_now
+
+
+def timescaledb_edition(conn: psycopg.Connection[tuple[object, ...]]) -> str:
+    """``community`` or ``apache``: which TimescaleDB the server runs."""
+    row = conn.execute("SELECT current_setting('timescaledb.license', true)").fetchone()
+    return "community" if row and row[0] == "timescale" else "apache"

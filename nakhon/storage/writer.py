@@ -1,0 +1,150 @@
+"""The batch writer: one processor batch becomes rows in one transaction.
+
+Hot loop: binary ``COPY`` into a session-local staging table, then one
+``INSERT ... SELECT ... ON CONFLICT DO NOTHING`` into the hypertable. The
+unique key (sensor_id, metric, time) turns a replayed batch into a no-op, which
+is what lets the processor commit Kafka offsets *after* the database commit
+and still store every reading exactly once.
+
+``sensors`` is maintained from the same staging table with one upsert per
+batch (not one write per reading): a sensor seen for the first time is
+registered with the city of its topic, and ``last_seen`` only moves forward.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import psycopg
+
+from nakhon.records import Position, Reading
+
+log = logging.getLogger(__name__)
+
+_STAGE_DDL = """
+CREATE TEMP TABLE IF NOT EXISTS readings_stage (
+    time timestamptz NOT NULL, sensor_id text NOT NULL, metric text NOT NULL,
+    value double precision NOT NULL, city text NOT NULL
+) ON COMMIT DELETE ROWS;
+CREATE TEMP TABLE IF NOT EXISTS positions_stage (
+    time timestamptz NOT NULL, vehicle_id text NOT NULL, lat double precision NOT NULL,
+    lon double precision NOT NULL, speed_kmh double precision, heading double precision,
+    city text NOT NULL
+) ON COMMIT DELETE ROWS;
+"""
+
+_COPY_READINGS = (
+    "COPY readings_stage (time, sensor_id, metric, value, city) FROM STDIN (FORMAT BINARY)"
+)
+_READING_TYPES = ["timestamptz", "text", "text", "float8", "text"]
+
+_INSERT_READINGS = """
+INSERT INTO readings (time, sensor_id, metric, value, city)
+SELECT time, sensor_id, metric, value, city FROM readings_stage
+ON CONFLICT ON CONSTRAINT readings_key DO NOTHING
+"""
+
+_COPY_POSITIONS = (
+    "COPY positions_stage (time, vehicle_id, lat, lon, speed_kmh, heading, city)"
+    " FROM STDIN (FORMAT BINARY)"
+)
+_POSITION_TYPES = ["timestamptz", "text", "float8", "float8", "float8", "float8", "text"]
+
+_INSERT_POSITIONS = """
+INSERT INTO positions (time, vehicle_id, lat, lon, speed_kmh, heading, city)
+SELECT time, vehicle_id, lat, lon, speed_kmh, heading, city FROM positions_stage
+ON CONFLICT ON CONSTRAINT positions_key DO NOTHING
+"""
+
+# Sorted by sensor_id so that concurrent processors lock sensors rows in the
+# same order and cannot deadlock each other.
+_UPSERT_SENSORS = """
+INSERT INTO sensors (sensor_id, city, kind, first_seen, last_seen)
+SELECT id, min(city), max(kind), min(time), max(time) FROM (
+    SELECT sensor_id AS id, city, NULL::text AS kind, time FROM readings_stage
+    UNION ALL
+    SELECT vehicle_id, city, 'vehicle', time FROM positions_stage
+) seen
+GROUP BY id ORDER BY id
+ON CONFLICT (sensor_id) DO UPDATE
+SET last_seen = greatest(sensors.last_seen, excluded.last_seen),
+    first_seen = least(sensors.first_seen, excluded.first_seen)
+WHERE sensors.last_seen IS NULL OR sensors.last_seen < excluded.last_seen
+   OR sensors.first_seen > excluded.first_seen
+"""
+
+
+@dataclass(frozen=True, slots=True)
+class WriteResult:
+    """What a batch write did: rows new to the database (replays count zero)."""
+
+    readings_inserted: int
+    positions_inserted: int
+
+
+class ReadingWriter:
+    """Writes batches of readings and positions to TimescaleDB, idempotently.
+
+    Owns one async connection; the caller decides when to retry (see
+    :mod:`nakhon.storage.errors`).
+    """
+
+    def __init__(self, dsn: str) -> None:
+        self._dsn = dsn
+        self._conn: psycopg.AsyncConnection[tuple[object, ...]] | None = None
+
+    async def connect(self) -> None:
+        if self._conn is not None and not self._conn.closed:
+            return
+        self._conn = await psycopg.AsyncConnection.connect(
+            self._dsn, application_name="nakhon-processor"
+        )
+        async with self._conn.transaction():
+            await self._conn.execute(_STAGE_DDL)
+
+    async def close(self) -> None:
+        if self._conn is not None:
+            await self._conn.close()
+            self._conn = None
+
+    async def write(
+        self, readings: Sequence[Reading], positions: Sequence[Position]
+    ) -> WriteResult:
+        """Write one batch in one transaction; raise psycopg.Error on failure."""
+        if not readings and not positions:
+            return WriteResult(0, 0)
+        if self._conn is None or self._conn.closed:
+            await self.connect()
+        conn = self._conn
+        assert conn is not None
+        async with conn.transaction(), conn.cursor() as cur:
+            if readings:
+                async with cur.copy(_COPY_READINGS) as copy:
+                    copy.set_types(_READING_TYPES)
+                    for r in readings:
+                        await copy.write_row((r.time, r.sensor_id, r.metric, r.value, r.city))
+            if positions:
+                async with cur.copy(_COPY_POSITIONS) as copy:
+                    copy.set_types(_POSITION_TYPES)
+                    for p in positions:
+                        await copy.write_row(
+                            (p.time, p.vehicle_id, p.lat, p.lon, p.speed_kmh, p.heading, p.city)
+                        )
+            readings_inserted = positions_inserted = 0
+            if readings:
+                await cur.execute(_INSERT_READINGS)
+                readings_inserted = cur.rowcount
+            if positions:
+                await cur.execute(_INSERT_POSITIONS)
+                positions_inserted = cur.rowcount
+            await cur.execute(_UPSERT_SENSORS)
+        return WriteResult(readings_inserted, positions_inserted)
+
+    async def __aenter__(self) -> ReadingWriter:
+        await self.connect()
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.close()
