@@ -10,7 +10,7 @@
 source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 for f in "$DEPLOY"/services/*.sh; do source "$f"; done
 
-SERVICES=(mosquitto kafka postgres)
+SERVICES=(mosquitto kafka postgres nakhon prometheus)
 
 usage() { sed -n '2,10p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//'; }
 
@@ -22,7 +22,7 @@ case "${1:-}" in
   up)
     for s in "${SERVICES[@]}"; do "${s}_install"; done
     for s in "${SERVICES[@]}"; do "${s}_start"; done
-    say "stack ready: mosquitto :1883, kafka :9092, postgres :5432 (logs in ${LOGS#"$REPO"/})" ;;
+    say "ready: mosquitto :1883, kafka :9092, postgres :5432, gateway :9101, processor :9102, prometheus :9090 (logs in ${LOGS#"$REPO"/})" ;;
   down)
     for (( i=${#SERVICES[@]}-1; i>=0; i-- )); do "${SERVICES[i]}_stop"; done
     say "stack stopped" ;;

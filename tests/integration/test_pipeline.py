@@ -1,0 +1,189 @@
+"""The delivery guarantee, through real Mosquitto, Kafka and TimescaleDB.
+
+A reading published over MQTT becomes exactly one row, whatever crashes.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import AsyncIterator, Iterator
+from datetime import UTC, datetime
+
+import psycopg
+import pytest
+
+from tests.integration.conftest import Stack
+from tests.integration.pipeline_harness import (
+    DSN,
+    PipelineNamespace,
+    Publisher,
+    count_rows,
+    senml,
+    wait_until,
+)
+
+
+@pytest.fixture
+async def ns(stack: Stack) -> AsyncIterator[PipelineNamespace]:
+    namespace = PipelineNamespace()
+    await namespace.create_topics()
+    yield namespace
+    namespace.stop_all()
+
+
+@pytest.fixture
+def publisher(stack: Stack) -> Iterator[Publisher]:
+    pub = Publisher()
+    yield pub
+    pub.close()
+
+
+def started(ns: PipelineNamespace) -> PipelineNamespace:
+    ns.gateway().start()
+    ns.processor().start()
+    return ns
+
+
+async def test_a_senml_reading_becomes_one_row(ns: PipelineNamespace, publisher: Publisher) -> None:
+    started(ns)
+    sensor = f"{ns.name}-pm1"
+    t = 1_795_000_000.25  # 2026-11-18T09:46:40.25Z
+    publisher.publish_all([(ns.topic("Khon_Kaen", sensor, "senml"), senml("pm25", 37.5, t))])
+    wait_until(lambda: count_rows(sensor) == 1, 30, "the row")
+    with psycopg.connect(DSN) as conn:
+        row = conn.execute(
+            "SELECT time, sensor_id, metric, value, city FROM readings WHERE sensor_id = %s",
+            (sensor,),
+        ).fetchone()
+        registered = conn.execute(
+            "SELECT city, first_seen, last_seen FROM sensors WHERE sensor_id = %s", (sensor,)
+        ).fetchone()
+    assert row == (datetime.fromtimestamp(t, UTC), sensor, "pm2_5", 37.5, "khon_kaen")
+    assert registered == ("khon_kaen", row[0], row[0])
+
+
+async def test_the_same_payload_twice_is_one_row(
+    ns: PipelineNamespace, publisher: Publisher
+) -> None:
+    started(ns)
+    sensor = f"{ns.name}-dup"
+    topic = ns.topic("rayong", sensor, "senml")
+    payload = senml("temperature", 31.0, 1_795_000_000, unit="Cel")
+    publisher.publish_all([(topic, payload), (topic, payload)])
+    marker = f"{ns.name}-marker"
+    publisher.publish_all([(ns.topic("rayong", marker, "senml"), senml("pm10", 1, 1_795_000_000))])
+    wait_until(lambda: count_rows(marker) == 1, 30, "the marker row after both copies")
+    assert count_rows(sensor) == 1
+
+
+async def test_garbage_goes_to_deadletter_and_neighbours_are_stored(
+    ns: PipelineNamespace, publisher: Publisher
+) -> None:
+    started(ns)
+    sensor = f"{ns.name}-ok"
+    bad_topic = ns.topic("phuket", f"{ns.name}-bad", "senml")
+    publisher.publish_all(
+        [
+            (ns.topic("phuket", sensor, "senml"), senml("pm25", 10, 1_795_000_000)),
+            (bad_topic, b"\x00\xffnot json at all"),
+            (ns.topic("phuket", sensor, "senml"), senml("pm25", 11, 1_795_000_030)),
+        ]
+    )
+    wait_until(lambda: count_rows(sensor) == 2, 30, "the two good rows")
+    letters = await ns.dead_letters(expect=1)
+    assert len(letters) == 1
+    letter = letters[0]
+    assert letter["value"] == b"\x00\xffnot json at all"
+    assert letter["mqtt_topic"] == bad_topic
+    assert letter["stage"] == "decode"
+    assert letter["reason"] == "malformed_json"
+    assert letter["detail"]
+    assert str(letter["received_at"]).isdigit()
+
+
+async def test_an_out_of_range_value_is_rejected_alone(
+    ns: PipelineNamespace, publisher: Publisher
+) -> None:
+    started(ns)
+    sensor = f"{ns.name}-mixed"
+    payload = b'{"ts": 1795000000, "temperature": 31.5, "humidity": 140}'
+    publisher.publish_all([(ns.topic("lampang", sensor, "json"), payload)])
+    wait_until(lambda: count_rows(sensor) == 1, 30, "the good value's row")
+    letters = await ns.dead_letters(expect=1)
+    assert [(x["reason"], x["partial"]) for x in letters] == [("out_of_range", "true")]
+
+
+def _stream(ns: PipelineNamespace, prefix: str, n: int) -> list[tuple[str, bytes]]:
+    """n readings from 50 sensors, each with its own time (replays must dedupe)."""
+    base = 1_795_000_000
+    return [
+        (
+            ns.topic("chiang_mai", f"{prefix}{i % 50}", "senml"),
+            senml("pm25", float(i % 500), base + i // 50),
+        )
+        for i in range(n)
+    ]
+
+
+async def test_gateway_killed_mid_stream_loses_nothing(
+    ns: PipelineNamespace, publisher: Publisher
+) -> None:
+    gateway = ns.gateway()
+    gateway.start()
+    ns.processor().start()
+    prefix = f"{ns.name}-g"
+    messages = _stream(ns, prefix, 4000)
+    first, second = messages[:2000], messages[2000:]
+    publisher.publish_all(first[:500])
+    wait_until(lambda: count_rows(prefix) > 0, 30, "the first rows")
+    infos = [publisher.publish(t, p) for t, p in first[500:]]
+    gateway.kill()  # mid-stream: messages in flight, unacknowledged
+    for info in infos:
+        info.wait_for_publish(30)
+    publisher.publish_all(second[:1000])  # published while no gateway runs
+    gateway.start()
+    publisher.publish_all(second[1000:])
+    wait_until(lambda: count_rows(prefix) >= 4000, 90, "all 4000 rows")
+    time.sleep(1)
+    assert count_rows(prefix) == 4000
+
+
+async def test_processor_killed_mid_batch_loses_and_duplicates_nothing(
+    ns: PipelineNamespace, publisher: Publisher
+) -> None:
+    ns.batch_max_records = 200
+    ns.gateway().start()
+    processor = ns.processor()
+    processor.start()
+    prefix = f"{ns.name}-p"
+    messages = _stream(ns, prefix, 6000)
+    infos = [publisher.publish(t, p) for t, p in messages]
+    wait_until(lambda: count_rows(prefix) >= 400, 60, "some batches stored")
+    processor.kill()  # between a DB commit and its offset commit, or mid-write
+    for info in infos:
+        info.wait_for_publish(30)
+    stored_at_kill = count_rows(prefix)
+    assert stored_at_kill < 6000, "the kill came too late to test anything"
+    processor.start()
+    wait_until(lambda: count_rows(prefix) >= 6000, 90, "all 6000 rows")
+    time.sleep(1)
+    with psycopg.connect(DSN) as conn:
+        row = conn.execute(
+            "SELECT count(*), count(DISTINCT (sensor_id, metric, time)) FROM readings"
+            " WHERE sensor_id LIKE %s",
+            (prefix + "%",),
+        ).fetchone()
+    assert row == (6000, 6000)
+
+
+async def test_sigterm_drains_and_exits_zero(ns: PipelineNamespace, publisher: Publisher) -> None:
+    gateway, processor = ns.gateway(), ns.processor()
+    gateway.start()
+    processor.start()
+    prefix = f"{ns.name}-s"
+    publisher.publish_all(_stream(ns, prefix, 500))
+    wait_until(lambda: count_rows(prefix) == 500, 60, "all rows")
+    started_at = time.monotonic()
+    assert gateway.terminate() == 0
+    assert processor.terminate() == 0
+    assert time.monotonic() - started_at < 15
