@@ -7,7 +7,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STACK := deploy/local/stack.sh
 
-.PHONY: help up down status test unit integration lint format demo bench migrate clean
+.PHONY: help venv up down status test unit integration lint format demo simulate bench clean
 
 help: ## Show this help
 	@awk 'BEGIN {FS = ":.*## "} /^[a-z-]+:.*## / {printf "  \033[1mmake %-12s\033[0m %s\n", $$1, $$2}' $(MAKEFILE_LIST)
@@ -44,8 +44,16 @@ format: $(VENV)/.installed ## Apply ruff's fixes and formatting
 	@$(VENV)/bin/ruff check --fix nakhon tests
 	@$(VENV)/bin/ruff format nakhon tests
 
-demo: up ## Start everything and show the pipeline working
+demo: up ## Start everything, simulate a city fleet for a minute, show what landed
 	@$(STACK) status
+	@echo "Publishing a simulated fleet of 300 sensors in six Thai cities for 60 s ..."
+	@$(VENV)/bin/nakhon simulate --sensors 300 --interval 5 --duration 60 --summary
+
+simulate: up ## Run the simulated fleet until Ctrl-C
+	@$(VENV)/bin/nakhon simulate --duration 0
+
+bench: up ## Measure end-to-end readings/s and latency against the raw ceilings
+	@$(VENV)/bin/nakhon bench --json bench-results/bench.json
 
 clean: down ## Stop the stack and delete its data (.nakhon/) and the virtualenv
 	rm -rf .nakhon $(VENV)

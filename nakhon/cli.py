@@ -19,6 +19,10 @@ COMMANDS = [
     "nakhon.ingest.command",
     "nakhon.processors.command",
     "nakhon.storage.command",
+    "nakhon.simulator.command",
+    "nakhon.bench.command",
+    "nakhon.storage.maintenance",
+    "nakhon.api.command",
 ]
 
 

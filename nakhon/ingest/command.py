@@ -13,6 +13,7 @@ from nakhon.config import Settings
 from nakhon.health_server import HealthServer
 from nakhon.ingest.gateway import Gateway
 from nakhon.ingest.metrics import GatewayMetrics
+from nakhon.ingest.mqtt_source import end_session
 from nakhon.service_runner import run_until_signal
 
 log = logging.getLogger("nakhon.gateway")
@@ -29,12 +30,27 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
             "NAKHON_GATEWAY_METRICS_PORT (/metrics, /healthz, /readyz). SIGTERM drains."
         ),
     )
+    p.add_argument(
+        "--end-session",
+        action="store_true",
+        help=(
+            "do not run: tell the broker to forget this gateway's persistent session "
+            "(NAKHON_MQTT_CLIENT_ID), for a gateway taken out of service for good. "
+            "Messages queued for it are dropped."
+        ),
+    )
     p.set_defaults(func=run_gateway)
 
 
 def run_gateway(args: argparse.Namespace) -> int:
     settings = Settings()
     configure_logging(settings.log_level)
+    if args.end_session:
+        if end_session(settings.mqtt):
+            log.info("the broker forgot the session of %s", settings.mqtt.client_id)
+            return 0
+        log.error("the broker did not answer at %s:%d", settings.mqtt.host, settings.mqtt.port)
+        return 1
     asyncio.run(_serve(settings))
     return 0
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import threading
 import time
 from collections.abc import Callable
 from typing import Any
@@ -29,6 +30,32 @@ log = logging.getLogger(__name__)
 
 #: MQTT 5 caps Receive Maximum at 65,535.
 _MAX_RECEIVE_MAXIMUM = 65_535
+
+
+def end_session(settings: MqttSettings, timeout_s: float = 10.0) -> bool:
+    """Make the broker forget the session of ``settings.client_id``.
+
+    A gateway taken out of service for good must do this: the broker keeps
+    giving its persistent session a share of the shared subscriptions' messages
+    until the session expires. Returns True once the broker confirmed.
+    """
+    done = threading.Event()
+    client = mqtt.Client(
+        CallbackAPIVersion.VERSION2, client_id=settings.client_id, protocol=mqtt.MQTTv5
+    )
+    if settings.username:
+        password = settings.password.get_secret_value() if settings.password else None
+        client.username_pw_set(settings.username, password)
+    client.on_connect = lambda *args: done.set()
+    props = Properties(PacketTypes.CONNECT)  # type: ignore[no-untyped-call]
+    props.SessionExpiryInterval = 0
+    client.connect(settings.host, settings.port, clean_start=True, properties=props)
+    client.loop_start()
+    try:
+        return done.wait(timeout_s)
+    finally:
+        client.disconnect()
+        client.loop_stop()
 
 
 class MqttSource:

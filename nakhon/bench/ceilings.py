@@ -1,0 +1,105 @@
+"""The raw ceilings of this machine, measured with the clients Nakhon itself uses.
+
+Each figure is one stage alone, so the end-to-end rate reads as a ratio to the
+slowest part: Mosquitto alone (a paho QoS 1 publisher and subscriber, the
+gateway's own client library), Kafka produce alone (aiokafka with the gateway's
+producer settings), and binary COPY into ``readings`` alone (the processor's
+own :class:`ReadingWriter`).
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+import uuid
+from datetime import UTC, datetime, timedelta
+
+import paho.mqtt.client as mqtt
+import psycopg
+from aiokafka import AIOKafkaProducer
+from paho.mqtt.enums import CallbackAPIVersion
+
+from nakhon.records import Reading
+from nakhon.storage.writer import ReadingWriter
+
+PAYLOAD = b'[{"bn":"bench:","bt":1795000000.123456,"n":"pm2_5","u":"ug/m3","v":37.5}]'
+
+
+def mosquitto_ceiling(messages: int, host: str = "127.0.0.1", port: int = 1883) -> float:
+    """QoS 1 messages/s through Mosquitto from one paho publisher to one subscriber."""
+    topic = f"nakhon-bench/{uuid.uuid4().hex}"
+    received = 0
+    all_in = threading.Event()
+    subscribed = threading.Event()
+
+    def on_message(*_: object) -> None:
+        nonlocal received
+        received += 1
+        if received >= messages:
+            all_in.set()
+
+    sub = mqtt.Client(CallbackAPIVersion.VERSION2, protocol=mqtt.MQTTv5)
+    sub.on_message = on_message
+    sub.on_subscribe = lambda *_: subscribed.set()
+    sub.connect(host, port)
+    sub.loop_start()
+    sub.subscribe(topic, qos=1)
+    subscribed.wait(10)
+    pub = mqtt.Client(CallbackAPIVersion.VERSION2, protocol=mqtt.MQTTv5)
+    pub.max_inflight_messages_set(1000)
+    pub.connect(host, port)
+    pub.loop_start()
+    try:
+        started = time.perf_counter()
+        for _ in range(messages):
+            pub.publish(topic, PAYLOAD, qos=1)
+        all_in.wait(120)
+        return received / (time.perf_counter() - started)
+    finally:
+        for c in (pub, sub):
+            c.disconnect()
+            c.loop_stop()
+
+
+async def kafka_produce_ceiling(records: int, topic: str, bootstrap: str) -> float:
+    """Records/s aiokafka produces with the gateway's settings (acks=all, idempotent, lz4)."""
+    producer = AIOKafkaProducer(
+        bootstrap_servers=bootstrap,
+        acks="all",
+        enable_idempotence=True,
+        linger_ms=5,
+        max_batch_size=512 * 1024,
+        compression_type="lz4",
+    )
+    await producer.start()
+    try:
+        key = b"city/bench/s1/senml"
+        started = time.perf_counter()
+        last = None
+        for _ in range(records):
+            last = await producer.send(topic, PAYLOAD, key=key)
+        await producer.flush()
+        if last is not None:
+            await last
+        return records / (time.perf_counter() - started)
+    finally:
+        await producer.stop()
+
+
+async def copy_ceiling(rows: int, dsn: str, batch: int = 5000) -> float:
+    """Rows/s the processor's writer stores (COPY + INSERT ... ON CONFLICT), batched."""
+    prefix = f"bench-copy-{uuid.uuid4().hex[:8]}-"
+    base = datetime(2026, 11, 1, tzinfo=UTC)
+    readings = [
+        Reading(base + timedelta(seconds=i // 100), f"{prefix}{i % 100}", "pm2_5", 20.0, "bench")
+        for i in range(rows)
+    ]
+    async with ReadingWriter(dsn) as writer:
+        started = time.perf_counter()
+        for i in range(0, rows, batch):
+            await writer.write(readings[i : i + batch], [])
+        elapsed = time.perf_counter() - started
+    with psycopg.connect(dsn) as conn:
+        conn.execute("DELETE FROM readings WHERE sensor_id LIKE %s", (prefix + "%",))
+        conn.execute("DELETE FROM sensors WHERE sensor_id LIKE %s", (prefix + "%",))
+    return rows / elapsed

@@ -1,0 +1,167 @@
+"""``nakhon bench``: the pipeline's throughput and latency, and the machine's ceilings."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import dataclasses
+import importlib
+import json
+import logging
+import os
+import platform
+import sys
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+
+from nakhon.bench.ceilings import copy_ceiling, kafka_produce_ceiling, mosquitto_ceiling
+from nakhon.bench.end_to_end import cleanup, run_phase
+from nakhon.cli import configure_logging
+from nakhon.config import Settings
+from nakhon.sandbox import KAFKA, PipelineNamespace, http_ok
+
+log = logging.getLogger("nakhon.bench")
+
+
+def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    p = sub.add_parser(
+        "bench",
+        help="measure end-to-end readings/s and publish-to-row latency against raw ceilings",
+        description=(
+            "Run a gateway and a processor of its own against the local stack, publish SenML "
+            "packs of 5 readings flat out (throughput) and then at a fixed rate (latency), and "
+            "measure the raw ceilings of Mosquitto, Kafka produce and COPY alone on the same "
+            "machine. Prints a report and writes it as JSON."
+        ),
+    )
+    p.add_argument("--messages", type=int, default=20_000, help="messages in the throughput phase")
+    p.add_argument(
+        "--latency-rate", type=float, default=400.0, help="messages/s in the latency phase"
+    )
+    p.add_argument("--latency-seconds", type=float, default=15.0, help="latency phase length")
+    p.add_argument(
+        "--json", type=Path, default=Path("bench-results/bench.json"), help="where to write JSON"
+    )
+    p.set_defaults(func=run_bench)
+
+
+def run_bench(args: argparse.Namespace) -> int:
+    settings = Settings()
+    configure_logging("WARNING" if settings.log_level == "INFO" else settings.log_level)
+    report = asyncio.run(_bench(args, settings))
+    args.json.parent.mkdir(parents=True, exist_ok=True)
+    args.json.write_text(json.dumps(report, indent=2) + "\n")
+    _print(report)
+    print(f"\nJSON: {args.json}")
+    return 0
+
+
+def _step(text: str) -> None:
+    print(f"  {text} ...", file=sys.stderr, flush=True)
+
+
+async def _bench(args: argparse.Namespace, settings: Settings) -> dict[str, Any]:
+    dsn = settings.db.dsn.get_secret_value()
+    ns = PipelineNamespace(batch_max_records=5000)
+    ceiling_topic = f"{ns.name}.ceiling"
+    await ns.create_topics()
+    admin = AIOKafkaAdminClient(bootstrap_servers=KAFKA)
+    await admin.start()
+    try:
+        await admin.create_topics([NewTopic(ceiling_topic, 3, 1)])
+    finally:
+        await admin.close()
+    report: dict[str, Any] = {
+        "when": datetime.now(UTC).isoformat(timespec="seconds"),
+        "machine": {"cpus": os.cpu_count(), "python": platform.python_version()},
+    }
+    _step("ceiling: Mosquitto alone (50,000 QoS 1 messages)")
+    mqtt_rate = await asyncio.to_thread(mosquitto_ceiling, 50_000)
+    _step("ceiling: Kafka produce alone (200,000 records)")
+    kafka_rate = await kafka_produce_ceiling(200_000, ceiling_topic, KAFKA)
+    _step("ceiling: COPY into readings alone (200,000 rows)")
+    copy_rate = await copy_ceiling(200_000, dsn)
+    report["ceilings"] = {
+        "mosquitto_qos1_msgs_per_s": round(mqtt_rate),
+        "kafka_produce_records_per_s": round(kafka_rate),
+        "copy_rows_per_s": round(copy_rate),
+    }
+    gateway, processor = ns.gateway(), ns.processor()
+    try:
+        gateway.start()
+        processor.start()
+        _step("warm-up")
+        await run_phase(ns, "w", 1000, None)
+        _step(f"throughput: {args.messages} messages x 5 readings, flat out")
+        throughput = await run_phase(ns, "t", args.messages, None)
+        n_latency = int(args.latency_rate * args.latency_seconds)
+        _step(f"latency: {args.latency_rate:.0f} messages/s for {args.latency_seconds:.0f}s")
+        latency = await run_phase(ns, "l", n_latency, args.latency_rate)
+    finally:
+        ns.stop_all()
+        cleanup(ns, dsn)
+    msgs_per_s = throughput.readings_per_s / 5
+    report["end_to_end"] = {
+        "throughput": dataclasses.asdict(throughput),
+        "latency_at_fixed_rate": dataclasses.asdict(latency)
+        | {"offered_readings_per_s": round(args.latency_rate * 5)},
+        "messages_per_s": round(msgs_per_s),
+        "ratio_to_mosquitto_ceiling": round(msgs_per_s / mqtt_rate, 2),
+        "ratio_to_kafka_ceiling": round(msgs_per_s / kafka_rate, 2),
+        "ratio_to_copy_ceiling": round(throughput.readings_per_s / copy_rate, 2),
+    }
+    api = await _api_latency(settings)
+    if api is not None:
+        report["api"] = api
+    return report
+
+
+async def _api_latency(settings: Settings) -> dict[str, float] | None:
+    """The API's series latency, when the API is part of this build and running."""
+    base = f"http://127.0.0.1:{settings.api.port}"
+    try:
+        module = importlib.import_module("nakhon.api.latency_bench")
+    except ModuleNotFoundError:
+        module = None
+    if module is None or not await asyncio.to_thread(http_ok, f"{base}/healthz"):
+        print("  (API not running: its latency is not measured)", file=sys.stderr)
+        return None
+    _step("API: 24 h, 5-minute buckets, one sensor and a whole city")
+    result: dict[str, float] = await module.measure_api_latency(base)
+    return result
+
+
+def _print(report: dict[str, Any]) -> None:
+    c = report["ceilings"]
+    e = report["end_to_end"]
+    t, lat = e["throughput"], e["latency_at_fixed_rate"]
+    print(f"\nNakhon bench, {report['when']}, {report['machine']['cpus']} CPUs\n")
+    print("Raw ceilings of this machine (each stage alone):")
+    print(f"  Mosquitto QoS 1 (paho pub -> sub)   {c['mosquitto_qos1_msgs_per_s']:>10,} msg/s")
+    print(f"  Kafka produce (acks=all, lz4)       {c['kafka_produce_records_per_s']:>10,} rec/s")
+    print(f"  COPY + upsert into readings         {c['copy_rows_per_s']:>10,} rows/s")
+    print("\nEnd to end (MQTT -> gateway -> Kafka -> processor -> TimescaleDB):")
+    print(
+        f"  throughput   {t['readings_per_s']:>10,} readings/s  ({e['messages_per_s']:,} msg/s,"
+        f" {t['readings']:,} readings in {t['seconds']} s)"
+    )
+    print(
+        f"  ratios       {e['ratio_to_mosquitto_ceiling']:.2f} of Mosquitto,"
+        f" {e['ratio_to_kafka_ceiling']:.2f} of Kafka produce,"
+        f" {e['ratio_to_copy_ceiling']:.2f} of COPY"
+    )
+    print(
+        f"  latency      p50 {lat['latency_p50_ms']} ms, p99 {lat['latency_p99_ms']} ms"
+        f" at {lat['offered_readings_per_s']:,} readings/s offered"
+    )
+    print(
+        f"               p50 {t['latency_p50_ms']} ms, p99 {t['latency_p99_ms']} ms"
+        " flat out (queueing included)"
+    )
+    if "api" in report:
+        print("\nAPI (GET /v1/series):")
+        for k, v in report["api"].items():
+            print(f"  {k:<40} {v}")

@@ -1,0 +1,141 @@
+"""End-to-end: MQTT publish -> gateway -> Kafka -> processor -> row, measured.
+
+Runs its own gateway and processor (:mod:`nakhon.sandbox`), so it measures
+Nakhon and not whatever else ``make up`` left running. Every reading carries
+its publish time as its own time (µs); the processor publishes a reading to
+``<ns>.readings`` right after the database commit that stored it, so a
+consumer there sees publish -> row latency (plus one Kafka hop).
+
+Two phases: *throughput* publishes as fast as the gateway takes messages and
+reports readings stored per second; *latency* publishes at a fixed, sustainable
+rate and reports p50/p99 publish-to-row, the figure a city app feels.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+import time
+from dataclasses import dataclass
+from datetime import datetime
+
+import orjson
+import paho.mqtt.client as mqtt
+import psycopg
+from aiokafka import AIOKafkaConsumer
+from paho.mqtt.enums import CallbackAPIVersion
+
+from nakhon.bench.stats import percentile
+from nakhon.sandbox import KAFKA, PipelineNamespace
+
+READINGS_PER_MESSAGE = 5
+_METRICS = ("pm2_5", "pm10", "temperature", "humidity", "noise_laeq")
+
+
+@dataclass(frozen=True)
+class PhaseResult:
+    readings: int
+    seconds: float
+    readings_per_s: float
+    latency_p50_ms: float
+    latency_p99_ms: float
+
+
+def _pack(sensor: str, seq: int) -> bytes:
+    now = time.time()
+    records: list[dict[str, object]] = [
+        {"bn": f"{sensor}:", "bt": round(now, 6), "n": _METRICS[0], "v": float(seq % 500)}
+    ]
+    records += [{"n": m, "v": 20.0 + seq % 50} for m in _METRICS[1:]]
+    return orjson.dumps(records)
+
+
+class _Publisher:
+    def __init__(self) -> None:
+        self.client = mqtt.Client(CallbackAPIVersion.VERSION2, protocol=mqtt.MQTTv5)
+        self.client.max_inflight_messages_set(2000)
+        self.client.connect("127.0.0.1", 1883)
+        self.client.loop_start()
+
+    def run(self, ns: PipelineNamespace, tag: str, messages: int, rate: float | None) -> None:
+        """Publish ``messages`` packs from 1000 sensors, at ``rate`` msg/s or flat out."""
+        started = time.perf_counter()
+        last = None
+        for i in range(messages):
+            sensor = f"{ns.name}-{tag}{i % 1000}"
+            last = self.client.publish(ns.topic("bench", sensor, "senml"), _pack(sensor, i), qos=1)
+            if rate is not None:
+                ahead = started + (i + 1) / rate - time.perf_counter()
+                if ahead > 0:
+                    time.sleep(ahead)
+        if last is not None:
+            last.wait_for_publish(120)
+
+    def close(self) -> None:
+        self.client.disconnect()
+        self.client.loop_stop()
+
+
+async def _collect(
+    consumer: AIOKafkaConsumer, expect: int, latencies: list[float], timeout_s: float
+) -> float:
+    """Consume readings until ``expect`` arrived; return the arrival time of the last."""
+    seen = 0
+    last_at = time.perf_counter()
+    deadline = time.monotonic() + timeout_s
+    while seen < expect and time.monotonic() < deadline:
+        batch = await consumer.getmany(timeout_ms=500, max_records=10_000)
+        now_wall = time.time()
+        for msgs in batch.values():
+            for m in msgs:
+                doc = orjson.loads(m.value)
+                for r in doc["readings"]:
+                    seen += 1
+                    if r["metric"] == _METRICS[0]:
+                        sent = _epoch(r["time"])
+                        latencies.append((now_wall - sent) * 1000)
+        if batch:
+            last_at = time.perf_counter()
+    if seen < expect:
+        raise TimeoutError(f"only {seen} of {expect} readings arrived within {timeout_s:.0f}s")
+    return last_at
+
+
+def _epoch(iso: str) -> float:
+    return datetime.fromisoformat(iso).timestamp()
+
+
+async def run_phase(
+    ns: PipelineNamespace, tag: str, messages: int, rate: float | None
+) -> PhaseResult:
+    consumer = AIOKafkaConsumer(ns.readings_topic, bootstrap_servers=KAFKA, group_id=None)
+    await consumer.start()
+    try:
+        await consumer.seek_to_end()
+        publisher = _Publisher()
+        latencies: list[float] = []
+        started = time.perf_counter()
+        thread = threading.Thread(target=publisher.run, args=(ns, tag, messages, rate))
+        thread.start()
+        try:
+            expect = messages * READINGS_PER_MESSAGE
+            last_at = await _collect(consumer, expect, latencies, timeout_s=300)
+        finally:
+            await asyncio.to_thread(thread.join)
+            publisher.close()
+    finally:
+        await consumer.stop()
+    seconds = last_at - started
+    return PhaseResult(
+        readings=messages * READINGS_PER_MESSAGE,
+        seconds=round(seconds, 2),
+        readings_per_s=round(messages * READINGS_PER_MESSAGE / seconds),
+        latency_p50_ms=round(percentile(latencies, 50), 1),
+        latency_p99_ms=round(percentile(latencies, 99), 1),
+    )
+
+
+def cleanup(ns: PipelineNamespace, dsn: str) -> None:
+    with psycopg.connect(dsn) as conn:
+        conn.execute("DELETE FROM readings WHERE sensor_id LIKE %s", (ns.name + "-%",))
+        conn.execute("DELETE FROM sensors WHERE sensor_id LIKE %s", (ns.name + "-%",))

@@ -1,0 +1,1 @@
+"""A fleet of simulated city sensors publishing over MQTT (``nakhon simulate``)."""

@@ -1,0 +1,243 @@
+"""``nakhon simulate``: publish a simulated city fleet and watch it land.
+
+Prints a live progress line (published / stored / rejected) and, at the end,
+what landed: rows per city and metric, a sample SQL query with its output, and
+where to look next. ``make demo`` runs it for a minute.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import random
+import sys
+import time
+import urllib.request
+from datetime import datetime, timedelta
+
+import paho.mqtt.client as mqtt
+import psycopg
+from paho.mqtt.enums import CallbackAPIVersion
+
+from nakhon.cli import configure_logging
+from nakhon.config import Settings
+from nakhon.processors.aqi import Concentrations, thai_aqi
+from nakhon.simulator.fleet import SimSensor, build_fleet, faulty_payload, payload, utcnow
+
+log = logging.getLogger("nakhon.simulate")
+
+#: Readings one message of each kind carries (positions are counted apart).
+READINGS_PER_MESSAGE = {"air": 4, "noise": 1, "traffic": 3, "bus": 0}
+
+SAMPLE_SQL = """\
+SELECT city,
+       round(avg(value)::numeric, 1) AS pm2_5_avg,
+       round(max(value)::numeric, 1) AS pm2_5_max,
+       count(DISTINCT sensor_id)     AS stations
+  FROM readings
+ WHERE metric = 'pm2_5' AND sensor_id LIKE 'sim-%' AND time > now() - interval '10 minutes'
+ GROUP BY city
+ ORDER BY pm2_5_avg DESC;"""
+
+
+def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    p = sub.add_parser(
+        "simulate",
+        help="publish readings of simulated sensors in Thai smart cities over MQTT",
+        description=(
+            "Publish a fleet of simulated sensors (air quality in SenML, noise in JSON, traffic as "
+            "FIWARE TrafficFlowObserved, buses as positions) in Khon Kaen, Chiang Mai, Phuket, "
+            "Rayong, Lampang and Bangkok to the MQTT broker (NAKHON_MQTT_HOST), showing how many "
+            "readings the pipeline stored and rejected."
+        ),
+    )
+    p.add_argument("--sensors", type=int, default=300, help="fleet size (default 300)")
+    p.add_argument(
+        "--interval", type=float, default=5.0, help="seconds between two messages of a sensor"
+    )
+    p.add_argument(
+        "--duration", type=float, default=60.0, help="seconds to publish; 0 runs until Ctrl-C"
+    )
+    p.add_argument(
+        "--faulty",
+        type=float,
+        default=0.01,
+        help="share of faulty payloads (truncated or out of range), default 0.01",
+    )
+    p.add_argument("--summary", action="store_true", help="print what landed at the end")
+    p.add_argument(
+        "--metrics-url",
+        default=None,
+        help="processor /metrics to read rejections from (default: the local processor)",
+    )
+    p.set_defaults(func=run_simulate)
+
+
+def run_simulate(args: argparse.Namespace) -> int:
+    settings = Settings()
+    configure_logging(settings.log_level)
+    fleet = build_fleet(args.sensors)
+    metrics_url = args.metrics_url or f"http://127.0.0.1:{settings.processor.metrics_port}/metrics"
+    dsn = settings.db.dsn.get_secret_value()
+    client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id="", protocol=mqtt.MQTTv5)
+    client.max_inflight_messages_set(2000)
+    try:
+        client.connect(settings.mqtt.host, settings.mqtt.port)
+    except OSError as exc:
+        log.error("cannot reach MQTT %s:%d: %s", settings.mqtt.host, settings.mqtt.port, exc)
+        return 1
+    client.loop_start()
+    started = utcnow()
+    rejected_before = _rejections(metrics_url)
+    try:
+        sent = _publish(client, fleet, args, dsn, started, metrics_url, rejected_before)
+    finally:
+        client.disconnect()
+        client.loop_stop()
+    if args.summary:
+        _summary(dsn, started, sent, metrics_url, rejected_before)
+    return 0
+
+
+def _publish(
+    client: mqtt.Client,
+    fleet: list[SimSensor],
+    args: argparse.Namespace,
+    dsn: str,
+    started: datetime,
+    metrics_url: str,
+    rejected_before: float | None,
+) -> int:
+    """Publish until the duration is over; return the readings published."""
+    rng = random.Random(42)
+    slots = max(1, round(args.interval / 0.1))
+    t0 = time.monotonic()
+    tick = 0
+    readings = messages = 0
+    next_progress = t0
+    try:
+        while args.duration <= 0 or time.monotonic() - t0 < args.duration:
+            now = utcnow()
+            for sensor in fleet[tick % slots :: slots]:
+                if rng.random() < args.faulty:
+                    body, good = faulty_payload(sensor, now, rng)
+                else:
+                    body, good = payload(sensor, now, rng), READINGS_PER_MESSAGE[sensor.kind]
+                client.publish(sensor.topic, body, qos=1)
+                messages += 1
+                readings += good
+            tick += 1
+            if time.monotonic() >= next_progress:
+                _progress(messages, readings, dsn, started, metrics_url, rejected_before, t0, args)
+                next_progress += 1.0
+            time.sleep(max(0.0, t0 + tick * 0.1 - time.monotonic()))
+    except KeyboardInterrupt:
+        pass
+    sys.stderr.write("\n")
+    return readings
+
+
+def _progress(
+    messages: int,
+    readings: int,
+    dsn: str,
+    started: datetime,
+    metrics_url: str,
+    rejected_before: float | None,
+    t0: float,
+    args: argparse.Namespace,
+) -> None:
+    stored = _stored(dsn, started)
+    rejected = _rejections(metrics_url)
+    rej = (
+        "?" if rejected is None or rejected_before is None else f"{rejected - rejected_before:.0f}"
+    )
+    left = (
+        ""
+        if args.duration <= 0
+        else f" | {max(0, args.duration - (time.monotonic() - t0)):.0f}s left"
+    )
+    sys.stderr.write(
+        f"\r  published {messages:>7} messages ({readings:>7} readings)"
+        f" | stored {stored:>7} | rejected {rej:>4}{left}   "
+    )
+    sys.stderr.flush()
+
+
+def _stored(dsn: str, since: datetime) -> int:
+    try:
+        with psycopg.connect(dsn, connect_timeout=2) as conn:
+            row = conn.execute(
+                "SELECT count(*) FROM readings WHERE sensor_id LIKE 'sim-%%' AND time >= %s",
+                (since - timedelta(seconds=1),),
+            ).fetchone()
+    except psycopg.OperationalError:
+        return -1
+    return int(row[0]) if row else 0
+
+
+def _rejections(metrics_url: str) -> float | None:
+    """The processor's total of rejected payloads and values, or None if unreachable."""
+    try:
+        with urllib.request.urlopen(metrics_url, timeout=1) as resp:  # noqa: S310  (operator's URL)
+            text = resp.read().decode()
+    except OSError:
+        return None
+    return sum(
+        float(line.rsplit(" ", 1)[1])
+        for line in text.splitlines()
+        if line.startswith("nakhon_processor_rejections_total{")
+    )
+
+
+def _summary(
+    dsn: str, started: datetime, published: int, metrics_url: str, rejected_before: float | None
+) -> None:
+    deadline = time.monotonic() + 20
+    while _stored(dsn, started) < published and time.monotonic() < deadline:
+        time.sleep(0.5)
+    with psycopg.connect(dsn) as conn:
+        per_city = conn.execute(
+            """SELECT city, metric, count(*) FROM readings
+                WHERE sensor_id LIKE 'sim-%%' AND time >= %s
+                GROUP BY city, metric ORDER BY city, metric""",
+            (started - timedelta(seconds=1),),
+        ).fetchall()
+        positions = conn.execute(
+            "SELECT count(*) FROM positions WHERE vehicle_id LIKE 'sim-%%' AND time >= %s",
+            (started - timedelta(seconds=1),),
+        ).fetchone()
+        sample = conn.execute(SAMPLE_SQL).fetchall()
+    stored = sum(n for _, _, n in per_city)
+    rejected = _rejections(metrics_url)
+    print(f"\nPublished {published} valid readings; stored {stored}", end="")
+    if rejected is not None and rejected_before is not None:
+        print(f"; {rejected - rejected_before:.0f} faulty payloads or values rejected", end="")
+    print(f"; {positions[0] if positions else 0} bus positions.\n")
+    print("Rows per city and metric:")
+    cities = sorted({c for c, _, _ in per_city})
+    metrics = sorted({m for _, m, _ in per_city})
+    counts = {(c, m): n for c, m, n in per_city}
+    print("  " + f"{'city':<12}" + "".join(f"{m:>14}" for m in metrics))
+    for c in cities:
+        print("  " + f"{c:<12}" + "".join(f"{counts.get((c, m), 0):>14}" for m in metrics))
+    print("\nA sample query (psql postgresql://nakhon:nakhon@127.0.0.1:5432/nakhon):\n")
+    print("  " + SAMPLE_SQL.replace("\n", "\n  "))
+    print(
+        f"\n  {'city':<12}{'pm2_5_avg':>10}{'pm2_5_max':>10}{'stations':>9}"
+        "   Thai AQI (10-min mean)"
+    )
+    for city, avg, peak, stations in sample:
+        aqi = thai_aqi(Concentrations(pm2_5_24h=float(avg)))
+        band = f"{aqi.index:>4} {aqi.band}" if aqi else ""
+        print(f"  {city:<12}{avg:>10}{peak:>10}{stations:>9}   {band}")
+    print(
+        "\nWhere to look next:\n"
+        "  API docs           http://127.0.0.1:8080/docs"
+        "  (e.g. /v1/cities, /v1/aqi?city=chiang_mai)\n"
+        "  gateway metrics    http://127.0.0.1:9101/metrics\n"
+        "  processor metrics  http://127.0.0.1:9102/metrics\n"
+        "  dead letters       Kafka topic nakhon.deadletter (reason and detail in the headers)\n"
+        "  logs               .nakhon/logs/\n"
+        "  stop everything    make down"
+    )
