@@ -86,8 +86,10 @@ class ProcessorSettings(BaseModel):
     batch_max_wait_ms: int = 200
     #: Reject metric names the catalogue does not know, instead of storing them as ``x_<name>``.
     strict_metrics: bool = False
-    #: Reject readings of sensors that are not in the registry.
+    #: Reject readings of sensors that are not in the registry (``nakhon sensors import``).
     strict_sensors: bool = False
+    #: Seconds between reloads of the sensor registry snapshot used for enrichment.
+    registry_refresh_s: float = 60.0
     #: Readings dated further than this into the future are rejected.
     future_tolerance_s: float = 300.0
     #: Readings older than this are rejected as too old for backfill.

@@ -63,7 +63,11 @@ async def _serve(settings: Settings, router: Router) -> None:
     processor = Processor(
         settings.kafka,
         settings.processor,
-        Pipeline(router, NormalizePolicy.from_settings(settings.processor)),
+        Pipeline(
+            router,
+            NormalizePolicy.from_settings(settings.processor),
+            strict_sensors=settings.processor.strict_sensors,
+        ),
         ReadingWriter(settings.db.dsn.get_secret_value()),
         ProcessorMetrics(registry),
     )

@@ -1,4 +1,4 @@
-"""One raw record through route -> decode -> normalize: pure, no I/O.
+"""One raw record through route -> decode -> normalize -> enrich: pure, no I/O.
 
 The processor calls :func:`process_batch` on each Kafka batch and gets back
 everything it must make durable before committing the batch's offsets: rows
@@ -13,6 +13,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 from nakhon.processors.codecs.base import DecodeError
+from nakhon.processors.enrich import SensorDirectory, enrich
 from nakhon.processors.normalize import Normalized, NormalizePolicy, normalize
 from nakhon.processors.routing import RouteError, Router
 from nakhon.records import Position, RawRecord, Reading, Rejection, Stage
@@ -64,9 +65,17 @@ class BatchOutcome:
 class Pipeline:
     """Routes, decodes and normalizes raw records."""
 
-    def __init__(self, router: Router, policy: NormalizePolicy) -> None:
+    def __init__(
+        self,
+        router: Router,
+        policy: NormalizePolicy,
+        directory: SensorDirectory | None = None,
+        strict_sensors: bool = False,
+    ) -> None:
         self._router = router
         self._policy = policy
+        self.directory = directory if directory is not None else SensorDirectory()
+        self._strict_sensors = strict_sensors
 
     def process(self, record: RawRecord) -> RecordOutcome:
         outcome = RecordOutcome(record)
@@ -79,6 +88,7 @@ class Pipeline:
         try:
             decoded = codec.decode(record.payload, ctx)
             normalized: Normalized = normalize(decoded, ctx, self._policy)
+            enrich(normalized, ctx, self.directory, strict=self._strict_sensors)
         except DecodeError as exc:
             outcome.rejections.append(
                 Rejection(exc.reason, exc.detail, Stage.DECODE, sensor_id=ctx.sensor_id)

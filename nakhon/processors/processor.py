@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import math
 import time
 from collections.abc import Sequence
 from datetime import UTC, datetime
@@ -113,6 +114,7 @@ class Processor:
         self._db_ok = False
         self._started = False
         self._city_newest: dict[str, float] = {}
+        self._registry_loaded_at = -math.inf
 
     async def start(self) -> None:
         await self._writer.connect()

@@ -78,6 +78,7 @@ class Router:
                 city=city,
                 sensor_id=sensor.lower() if sensor is not None else None,
                 received_at=received_at,
+                city_from_topic=route.city is None,
             )
             return route.codec, ctx
         raise RouteError("no_route", f"no route for topic {topic[:200]!r}")

@@ -142,6 +142,15 @@ class ReadingWriter:
             await cur.execute(_UPSERT_SENSORS)
         return WriteResult(readings_inserted, positions_inserted)
 
+    async def sensor_cities(self) -> dict[str, str]:
+        """The registry: sensor id -> city (for the processor's enrichment snapshot)."""
+        if self._conn is None or self._conn.closed:
+            await self.connect()
+        assert self._conn is not None
+        async with self._conn.transaction(), self._conn.cursor() as cur:
+            await cur.execute("SELECT sensor_id, city FROM sensors")
+            return {str(sid): str(city) for sid, city in await cur.fetchall()}
+
     async def __aenter__(self) -> ReadingWriter:
         await self.connect()
         return self

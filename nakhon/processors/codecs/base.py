@@ -26,6 +26,8 @@ class TopicContext:
     #: The sensor the topic names, or None where the payload names it (LoRaWAN).
     sensor_id: str | None
     received_at: datetime
+    #: False where the route names no city (LoRaWAN): the sensor registry's city wins.
+    city_from_topic: bool = True
 
 
 class DecodeError(Exception):
