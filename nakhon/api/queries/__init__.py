@@ -1,0 +1,1 @@
+"""SQL behind the API: one module per resource, bound parameters only."""

@@ -1,0 +1,310 @@
+"""docker-compose.yml runs what the local stack runs.
+
+Docker cannot run here, so this checks the file's structure against the local
+stack's scripts (deploy/local/services/*.sh) and Nakhon's settings: the same
+services and commands, NAKHON_* variables that Settings knows and that differ
+from the local defaults only in the host names, the same Kafka topics, broker
+settings and Prometheus jobs.
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit
+
+import pytest
+import yaml
+from pydantic import BaseModel
+
+from nakhon.config import Settings
+
+REPO = Path(__file__).resolve().parents[2]
+LOCAL = REPO / "deploy" / "local" / "services"
+
+Json = dict[str, Any]
+
+
+@pytest.fixture(scope="module")
+def compose() -> Json:
+    data: Json = yaml.safe_load((REPO / "docker-compose.yml").read_text())
+    return data
+
+
+@pytest.fixture(scope="module")
+def services(compose: Json) -> dict[str, Json]:
+    found: dict[str, Json] = compose["services"]
+    return found
+
+
+def local_nakhon_services() -> list[str]:
+    """The ``nakhon`` subcommands deploy/local/services/nakhon.sh runs."""
+    script = (LOCAL / "nakhon.sh").read_text()
+    block = re.search(r"NAKHON_SERVICES=\((.*?)\)", script, re.S)
+    assert block
+    return re.findall(r'"([a-z-]+):', block.group(1))
+
+
+def local_heredoc(script: str) -> str:
+    """The configuration file a local service script writes (its <<CONF heredoc)."""
+    m = re.search(r"<<CONF\n(.*?)\nCONF\n", (LOCAL / script).read_text(), re.S)
+    assert m
+    return m.group(1)
+
+
+def default_settings(monkeypatch: pytest.MonkeyPatch) -> Settings:
+    import os
+
+    for name in list(os.environ):
+        if name.startswith("NAKHON_"):
+            monkeypatch.delenv(name)
+    return Settings()
+
+
+def settings_from(env: Json, monkeypatch: pytest.MonkeyPatch) -> Settings:
+    default_settings(monkeypatch)
+    for name, value in env.items():
+        monkeypatch.setenv(name, str(value))
+    return Settings()
+
+
+def known_variables() -> set[str]:
+    names = {"NAKHON_LOG_LEVEL"}
+    for group, spec in Settings.model_fields.items():
+        model = spec.annotation
+        if isinstance(model, type) and issubclass(model, BaseModel):
+            names |= {f"NAKHON_{group}_{f}".upper() for f in model.model_fields}
+    return names
+
+
+NAKHON_SERVICES = ["migrate", *local_nakhon_services(), "simulator"]
+
+
+def test_every_service_is_there(services: dict[str, Json]) -> None:
+    assert set(services) == {
+        "mosquitto",
+        "kafka",
+        "kafka-init",
+        "timescaledb",
+        "prometheus",
+        "grafana",
+        *NAKHON_SERVICES,
+    }
+
+
+def test_local_stack_runs_the_services_compose_runs() -> None:
+    assert {"gateway", "processor", "api"} <= set(local_nakhon_services())
+
+
+@pytest.mark.parametrize("name", [*local_nakhon_services(), "migrate"])
+def test_nakhon_service_runs_the_local_command(services: dict[str, Json], name: str) -> None:
+    service = services[name]
+    assert service["build"] == {"context": ".", "dockerfile": "Dockerfile"}
+    # The local stack runs `nakhon NAME` with no arguments (NAKHON_* only).
+    assert service["command"] == [name]
+
+
+def test_image_runs_nakhon() -> None:
+    dockerfile = (REPO / "Dockerfile").read_text()
+    assert 'ENTRYPOINT ["nakhon"]' in dockerfile
+    assert re.search(r"^USER nakhon$", dockerfile, re.M), "the services must not run as root"
+
+
+def test_every_service_restarts_and_long_running_ones_are_checked(
+    services: dict[str, Json],
+) -> None:
+    for name, service in services.items():
+        assert "restart" in service, name
+        one_shot = name in {"migrate", "kafka-init"}
+        assert (service["restart"] == "no") == one_shot, name
+    for name in (
+        "mosquitto",
+        "kafka",
+        "timescaledb",
+        "gateway",
+        "processor",
+        "api",
+        "prometheus",
+        "grafana",
+    ):
+        assert services[name]["healthcheck"]["test"][0] == "CMD", name
+
+
+@pytest.mark.parametrize(
+    ("name", "port"),
+    [
+        ("gateway", "gateway.metrics_port"),
+        ("processor", "processor.metrics_port"),
+        ("api", "api.port"),
+    ],
+)
+def test_health_checks_ask_readyz_on_the_configured_port(
+    services: dict[str, Json], name: str, port: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    settings = settings_from(services[name]["environment"], monkeypatch)
+    group, field = port.split(".")
+    number = getattr(getattr(settings, group), field)
+    assert f"http://127.0.0.1:{number}/readyz" in " ".join(services[name]["healthcheck"]["test"])
+
+
+@pytest.mark.parametrize("name", NAKHON_SERVICES)
+def test_environment_is_the_local_stacks_with_service_names(
+    services: dict[str, Json], name: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    env: Json = services[name].get("environment", {})
+    assert set(env) <= known_variables(), set(env) - known_variables()
+    local = default_settings(monkeypatch)
+    ours = settings_from(env, monkeypatch)
+    # Host names are the compose services'; ports, topics, groups and
+    # credentials are the local stack's defaults.
+    if "NAKHON_MQTT_HOST" in env:
+        assert ours.mqtt.host == "mosquitto"
+    assert ours.mqtt.model_dump(exclude={"host"}) == local.mqtt.model_dump(exclude={"host"})
+    if "NAKHON_KAFKA_BOOTSTRAP_SERVERS" in env:
+        local_port = local.kafka.bootstrap_servers.rsplit(":", 1)[1]
+        assert ours.kafka.bootstrap_servers == f"kafka:{local_port}"
+    assert ours.kafka.model_dump(exclude={"bootstrap_servers"}) == local.kafka.model_dump(
+        exclude={"bootstrap_servers"}
+    )
+    ours_dsn = urlsplit(ours.db.dsn.get_secret_value())
+    local_dsn = urlsplit(local.db.dsn.get_secret_value())
+    if "NAKHON_DB_DSN" in env:
+        assert ours_dsn.hostname == "timescaledb"
+        assert ours_dsn._replace(netloc="") == local_dsn._replace(netloc="")
+        assert (ours_dsn.username, ours_dsn.password, ours_dsn.port) == (
+            local_dsn.username,
+            local_dsn.password,
+            local_dsn.port,
+        )
+    assert ours.gateway.metrics_port == local.gateway.metrics_port
+    assert ours.processor.model_dump() == local.processor.model_dump()
+    assert ours.api.model_dump(exclude={"host"}) == local.api.model_dump(exclude={"host"})
+    if name == "api":
+        assert ours.api.host == "0.0.0.0"  # reachable from outside the container
+
+
+def test_services_talking_to_a_backend_are_told_where_it_is(services: dict[str, Json]) -> None:
+    needs = {
+        "gateway": {"NAKHON_MQTT_HOST", "NAKHON_KAFKA_BOOTSTRAP_SERVERS"},
+        "processor": {"NAKHON_KAFKA_BOOTSTRAP_SERVERS", "NAKHON_DB_DSN"},
+        "api": {"NAKHON_DB_DSN"},
+        "maintain": {"NAKHON_DB_DSN"},
+        "migrate": {"NAKHON_DB_DSN"},
+        "simulator": {"NAKHON_MQTT_HOST"},
+    }
+    for name, variables in needs.items():
+        assert variables <= set(services[name]["environment"]), name
+
+
+def test_start_order_waits_for_what_each_service_needs(services: dict[str, Json]) -> None:
+    def waits(name: str) -> dict[str, str]:
+        return {k: v["condition"] for k, v in services[name]["depends_on"].items()}
+
+    assert waits("migrate") == {"timescaledb": "service_healthy"}
+    assert waits("gateway") == {
+        "mosquitto": "service_healthy",
+        "kafka-init": "service_completed_successfully",
+    }
+    assert waits("processor") == {
+        "kafka-init": "service_completed_successfully",
+        "migrate": "service_completed_successfully",
+    }
+    assert waits("api")["migrate"] == "service_completed_successfully"
+    assert waits("kafka-init") == {"kafka": "service_healthy"}
+
+
+def test_kafka_topics_and_partitions_are_the_local_stacks(services: dict[str, Json]) -> None:
+    script = (LOCAL / "kafka.sh").read_text()
+    topics_m = re.search(r"KAFKA_TOPICS=\(([^)]*)\)", script)
+    partitions_m = re.search(r"KAFKA_PARTITIONS=\"\$\{NAKHON_KAFKA_PARTITIONS:-(\d+)\}\"", script)
+    assert topics_m and partitions_m
+    init = services["kafka-init"]["command"][0]
+    loop = re.search(r"for t in ([^;]*);", init)
+    assert loop and loop.group(1).split() == topics_m.group(1).split()
+    assert f"--partitions {partitions_m.group(1)}" in init
+    env = services["kafka"]["environment"]
+    assert str(env["KAFKA_NUM_PARTITIONS"]) == partitions_m.group(1)
+    assert env["KAFKA_AUTO_CREATE_TOPICS_ENABLE"] == "false"
+    assert env["KAFKA_PROCESS_ROLES"] == "broker,controller"  # KRaft, one node
+    settings = Settings()
+    assert {
+        settings.kafka.raw_topic,
+        settings.kafka.readings_topic,
+        settings.kafka.deadletter_topic,
+    } == set(topics_m.group(1).split())
+
+
+def test_mosquitto_is_configured_like_the_local_broker() -> None:
+    def settings(text: str) -> set[str]:
+        skip = ("#", "listener", "persistence_location", "user")
+        return {line.strip() for line in text.splitlines() if line.strip()} - {
+            line.strip() for line in text.splitlines() if line.strip().startswith(skip)
+        }
+
+    ours = (REPO / "deploy" / "mosquitto" / "mosquitto.conf").read_text()
+    assert settings(ours) == settings(local_heredoc("mosquitto.sh"))
+    assert "listener 1883 0.0.0.0" in ours
+
+
+def test_timescaledb_is_the_community_edition_on_the_local_postgresql(
+    services: dict[str, Json],
+) -> None:
+    lib = (REPO / "deploy" / "local" / "lib.sh").read_text()
+    version = re.search(r"^PG_VERSION=(\d+)$", lib, re.M)
+    assert version
+    image = services["timescaledb"]["image"]
+    assert image.startswith("timescale/timescaledb:")
+    assert image.endswith(f"-pg{version.group(1)}")
+    assert "-oss" not in image  # the -oss images are the Apache-only edition
+    env = services["timescaledb"]["environment"]
+    dsn = urlsplit(Settings().db.dsn.get_secret_value())
+    assert (env["POSTGRES_USER"], env["POSTGRES_PASSWORD"], env["POSTGRES_DB"]) == (
+        dsn.username,
+        dsn.password,
+        dsn.path.lstrip("/"),
+    )
+
+
+def scrape_targets(config: Json) -> dict[str, list[str]]:
+    return {
+        job["job_name"]: [t for sc in job["static_configs"] for t in sc["targets"]]
+        for job in config["scrape_configs"]
+    }
+
+
+def test_prometheus_scrapes_every_stage_in_compose_and_locally(services: dict[str, Json]) -> None:
+    settings = Settings()
+    ports = {
+        "gateway": settings.gateway.metrics_port,
+        "processor": settings.processor.metrics_port,
+        "api": settings.api.port,
+    }
+    compose_config = yaml.safe_load((REPO / "deploy/prometheus/prometheus.yml").read_text())
+    local_config = yaml.safe_load(local_heredoc("prometheus.sh").replace("$PROM_PORT", "9090"))
+    compose_targets, local_targets = scrape_targets(compose_config), scrape_targets(local_config)
+    for job, port in ports.items():
+        assert compose_targets[job] == [f"{job}:{port}"]
+        assert local_targets[job] == [f"127.0.0.1:{port}"]
+    assert set(compose_targets) == set(local_targets)
+    assert "./deploy/prometheus:/etc/prometheus:ro" in services["prometheus"]["volumes"]
+
+
+def test_grafana_gets_provisioning_and_every_variable_it_reads(services: dict[str, Json]) -> None:
+    grafana = services["grafana"]
+    assert "./deploy/grafana/provisioning:/etc/grafana/provisioning:ro" in grafana["volumes"]
+    datasources = (REPO / "deploy/grafana/provisioning/datasources/nakhon.yml").read_text()
+    used = set(re.findall(r"\$(NAKHON_GRAFANA_[A-Z_]+)", datasources))
+    assert used and used <= set(grafana["environment"])
+    assert grafana["environment"]["NAKHON_GRAFANA_DB_HOST"] == "timescaledb:5432"
+    assert grafana["environment"]["NAKHON_GRAFANA_PROMETHEUS_URL"] == "http://prometheus:9090"
+
+
+def test_simulator_is_behind_a_profile(services: dict[str, Json]) -> None:
+    simulator = services["simulator"]
+    assert simulator["profiles"] == ["simulator"]
+    assert simulator["command"][0] == "simulate"
+    assert simulator["command"][simulator["command"].index("--sensors") + 1] == "300"
+    for name, service in services.items():
+        if name != "simulator":
+            assert "profiles" not in service, name
