@@ -14,7 +14,7 @@ rate and reports p50/p99 publish-to-row, the figure a city app feels.
 from __future__ import annotations
 
 import asyncio
-import threading
+import multiprocessing
 import time
 from dataclasses import dataclass
 from datetime import datetime
@@ -76,6 +76,14 @@ class _Publisher:
         self.client.loop_stop()
 
 
+def _publish(ns: PipelineNamespace, tag: str, messages: int, rate: float | None) -> None:
+    publisher = _Publisher()
+    try:
+        publisher.run(ns, tag, messages, rate)
+    finally:
+        publisher.close()
+
+
 async def _collect(
     consumer: AIOKafkaConsumer, expect: int, latencies: list[float], timeout_s: float
 ) -> float:
@@ -112,17 +120,19 @@ async def run_phase(
     await consumer.start()
     try:
         await consumer.seek_to_end()
-        publisher = _Publisher()
         latencies: list[float] = []
         started = time.perf_counter()
-        thread = threading.Thread(target=publisher.run, args=(ns, tag, messages, rate))
-        thread.start()
+        # A process of its own: the publisher must not share a GIL with the
+        # consumer that timestamps arrivals.
+        process = multiprocessing.get_context("fork").Process(
+            target=_publish, args=(ns, tag, messages, rate), daemon=True
+        )
+        process.start()
         try:
             expect = messages * READINGS_PER_MESSAGE
             last_at = await _collect(consumer, expect, latencies, timeout_s=300)
         finally:
-            await asyncio.to_thread(thread.join)
-            publisher.close()
+            await asyncio.to_thread(process.join, 60)
     finally:
         await consumer.stop()
     seconds = last_at - started

@@ -73,6 +73,8 @@ class MqttSource:
         self._deliver = on_message
         self._on_connection_change = on_connection_change
         self._loop: asyncio.AbstractEventLoop | None = None
+        self._handoff: list[MqttMessage] = []
+        self._handoff_lock = threading.Lock()
         self._connection = 0
         self._accepting = True
         self.connected = False
@@ -177,7 +179,20 @@ class MqttSource:
             content_type=content_type,
             connection=self._connection,
         )
-        self._loop.call_soon_threadsafe(self._deliver, message)
+        # Hand over in batches: one wake-up of the event loop per burst of
+        # messages, not one per message (each wake-up is a syscall).
+        with self._handoff_lock:
+            self._handoff.append(message)
+            wake = len(self._handoff) == 1
+        if wake:
+            self._loop.call_soon_threadsafe(self._drain_handoff)
+
+    def _drain_handoff(self) -> None:
+        """Event-loop side of the handoff: deliver every message waiting."""
+        with self._handoff_lock:
+            messages, self._handoff = self._handoff, []
+        for message in messages:
+            self._deliver(message)
 
     def _notify(self, connection: int, up: bool) -> None:
         if self._loop is not None:

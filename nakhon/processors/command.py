@@ -14,7 +14,7 @@ from nakhon.health_server import HealthServer
 from nakhon.processors.metrics import ProcessorMetrics
 from nakhon.processors.normalize import NormalizePolicy
 from nakhon.processors.pipeline import Pipeline
-from nakhon.processors.processor import Processor
+from nakhon.processors.processor import Processor, ShuttingDown
 from nakhon.processors.routing import Router
 from nakhon.service_runner import run_until_signal
 from nakhon.storage.migrate import migrate
@@ -51,14 +51,11 @@ def run_processor(args: argparse.Namespace) -> int:
     except (KeyError, ValueError) as exc:
         log.error("bad NAKHON_PROCESSOR_ROUTES: %s", exc)
         return 2
-    dsn = settings.db.dsn.get_secret_value()
-    if not args.no_migrate:
-        migrate(dsn)
-    asyncio.run(_serve(settings, router))
+    asyncio.run(_serve(settings, router, migrate_first=not args.no_migrate))
     return 0
 
 
-async def _serve(settings: Settings, router: Router) -> None:
+async def _serve(settings: Settings, router: Router, migrate_first: bool) -> None:
     registry = CollectorRegistry()
     processor = Processor(
         settings.kafka,
@@ -76,7 +73,12 @@ async def _serve(settings: Settings, router: Router) -> None:
     await health.start()
 
     async def main() -> None:
-        await processor.start()
+        try:
+            await processor.start()  # waits until the database and Kafka answer
+        except ShuttingDown:
+            return
+        if migrate_first:
+            await asyncio.to_thread(migrate, settings.db.dsn.get_secret_value())
         await processor.run()
 
     async def stop() -> None:

@@ -23,7 +23,7 @@ import asyncio
 import logging
 import math
 import time
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from datetime import UTC, datetime
 
 import psycopg
@@ -117,10 +117,14 @@ class Processor:
         self._registry_loaded_at = -math.inf
 
     async def start(self) -> None:
-        await self._writer.connect()
+        """Connect to the database and Kafka, waiting (with capped backoff) until both answer.
+
+        Raises :class:`ShuttingDown` if a stop is requested while waiting.
+        """
+        await self._until_up("the database", self._writer.connect)
         self._db_ok = True
-        await self._producer.start()
-        await self._consumer.start()
+        await self._until_up("Kafka", self._producer.start)
+        await self._until_up("Kafka", self._consumer.start)
         self._started = True
         log.info(
             "consuming %s as group %s, batches of up to %d records",
@@ -128,6 +132,17 @@ class Processor:
             self._kafka.consumer_group,
             self._settings.batch_max_records,
         )
+
+    async def _until_up(self, what: str, connect: Callable[[], Awaitable[None]]) -> None:
+        delay = _BACKOFF_MIN_S
+        while True:
+            try:
+                await connect()
+                return
+            except (psycopg.OperationalError, KafkaError, OSError) as exc:
+                log.warning("%s is not reachable (%s); retrying in %.1fs", what, exc, delay)
+                await self._sleep_or_stop(delay)
+                delay = min(delay * 2, _BACKOFF_MAX_S)
 
     async def run(self) -> None:
         """Process batches until :meth:`stop` is called."""
