@@ -56,4 +56,5 @@ bench: up ## Measure end-to-end readings/s and latency against the raw ceilings
 	@$(VENV)/bin/nakhon bench --json bench-results/bench.json
 
 clean: down ## Stop the stack and delete its data (.nakhon/) and the virtualenv
+	@for d in .nakhon/*; do [ -L "$$d" ] && rm -rf "$$(readlink -f "$$d")"; done; true
 	rm -rf .nakhon $(VENV)

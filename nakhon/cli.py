@@ -19,6 +19,7 @@ COMMANDS = [
     "nakhon.ingest.command",
     "nakhon.processors.command",
     "nakhon.storage.command",
+    "nakhon.storage.sensors_command",
     "nakhon.simulator.command",
     "nakhon.bench.command",
     "nakhon.storage.maintenance",

@@ -39,6 +39,27 @@ wait_ready() {
   done
 }
 
+# service_dir NAME USER: the folder for NAME's data, one USER (the service's own
+# account) can reach. That is $STATE/NAME when USER can traverse the checkout's
+# path; otherwise (a checkout under /root, mode 700, say) it is
+# /var/lib/nakhon/<checkout id>/NAME, with $STATE/NAME a symlink to it, so the
+# data is still found from the checkout. Call it after the user exists.
+service_dir() {
+  local name="$1" user="$2" dir="$STATE/$1"
+  if [[ -L "$dir" ]]; then
+    readlink -f "$dir"
+  elif runuser -u "$user" -- test -x "$STATE" 2>/dev/null; then
+    mkdir -p "$dir"; echo "$dir"
+  else
+    local alt
+    alt="/var/lib/nakhon/$(printf '%s' "$REPO" | sha256sum | cut -c1-12)/$name"
+    mkdir -p "$alt"
+    [[ -d "$dir" ]] && rmdir "$dir" 2>/dev/null
+    ln -sfn "$alt" "$dir"
+    echo "$alt"
+  fi
+}
+
 # pid_alive NAME: the service's pid file names a running process.
 pid_alive() {
   local f="$RUN/$1.pid"

@@ -13,6 +13,7 @@ mosquitto_start() {
   if port_open "$MQTT_PORT"; then
     die "start mosquitto" "" "port $MQTT_PORT is taken by a process Nakhon did not start; stop it or set NAKHON_MQTT_PORT and use your own broker"
   fi
+  MOSQ_DIR="$(service_dir mosquitto mosquitto)"
   mkdir -p "$MOSQ_DIR/data"
   chown -R mosquitto:mosquitto "$MOSQ_DIR/data"
   cat > "$MOSQ_DIR/mosquitto.conf" <<CONF

@@ -2,8 +2,18 @@
 # under $STATE/postgres (not the system's), on 127.0.0.1:5432, database nakhon.
 
 PG_PORT=5432
-PG_DATA="$STATE/postgres/data"
-PG_SOCKETS="$STATE/postgres/sockets"
+PG_HOME="$STATE/postgres"
+PG_DATA="$PG_HOME/data"
+PG_SOCKETS="$PG_HOME/sockets"
+
+# Where the cluster lives: $STATE/postgres, unless the postgres user cannot
+# reach the checkout (see service_dir). Needs the postgres user, so it runs
+# after the install.
+postgres_paths() {
+  PG_HOME="$(service_dir postgres postgres)"
+  PG_DATA="$PG_HOME/data"
+  PG_SOCKETS="$PG_HOME/sockets"
+}
 
 postgres_install() {
   apt_install "postgresql-$PG_VERSION" "postgresql-client-$PG_VERSION"
@@ -15,6 +25,7 @@ as_postgres() { runuser -u postgres -- "$@"; }
 pg_ready() { "$PG_BIN/pg_isready" -q -h 127.0.0.1 -p "$PG_PORT" -d postgres -U postgres; }
 
 psql_admin() {
+  [[ -d "$PG_SOCKETS" ]] || postgres_paths
   as_postgres "$PG_BIN/psql" -X -q -v ON_ERROR_STOP=1 -h "$PG_SOCKETS" -p "$PG_PORT" -U postgres "$@"
 }
 
@@ -22,7 +33,7 @@ postgres_init() {
   [[ -f "$PG_DATA/PG_VERSION" ]] && return 0
   say "creating the PostgreSQL cluster in $PG_DATA"
   mkdir -p "$PG_DATA" "$PG_SOCKETS"
-  chown -R postgres:postgres "$STATE/postgres"
+  chown -R postgres:postgres "$PG_HOME"
   chmod 700 "$PG_DATA"
   as_postgres "$PG_BIN/initdb" -D "$PG_DATA" -U postgres -A trust -E UTF8 --locale=C.UTF-8 \
       >"$LOGS/postgres-initdb.log" 2>&1 \
@@ -54,15 +65,18 @@ CONF
 }
 
 postgres_start() {
+  postgres_paths
   if pid_alive postgres && pg_ready; then postgres_bootstrap; return 0; fi
   if port_open "$PG_PORT"; then
     die "start postgres" "" "port $PG_PORT is taken by a PostgreSQL Nakhon did not start (the system's own cluster?); stop it (pg_ctlcluster $PG_VERSION main stop) or point NAKHON_DB_DSN at it"
   fi
   postgres_init
   mkdir -p "$PG_SOCKETS"; chown postgres:postgres "$PG_SOCKETS"
-  touch "$LOGS/postgres.log"; chown postgres:postgres "$LOGS/postgres.log"
-  rm -f "$PG_DATA/postmaster.pid.stale"
-  as_postgres "$PG_BIN/pg_ctl" -D "$PG_DATA" -l "$LOGS/postgres.log" -w -t 60 start >/dev/null \
+  # The server writes its log itself, as postgres: keep it beside the data
+  # (reachable for postgres) and link it into the logs folder.
+  touch "$PG_HOME/postgres.log"; chown postgres:postgres "$PG_HOME/postgres.log"
+  [[ "$PG_HOME/postgres.log" -ef "$LOGS/postgres.log" ]] || ln -sfn "$PG_HOME/postgres.log" "$LOGS/postgres.log"
+  as_postgres "$PG_BIN/pg_ctl" -D "$PG_DATA" -l "$PG_HOME/postgres.log" -w -t 60 start >/dev/null \
     || die "start postgres" "$LOGS/postgres.log" "pg_ctl start failed"
   head -1 "$PG_DATA/postmaster.pid" > "$RUN/postgres.pid"
   wait_ready postgres 60 "$LOGS/postgres.log" pg_ready
@@ -84,6 +98,7 @@ SQL
 }
 
 postgres_stop() {
+  postgres_paths
   if pid_alive postgres; then
     as_postgres "$PG_BIN/pg_ctl" -D "$PG_DATA" -m fast -w -t 60 stop >/dev/null 2>&1 || true
   fi

@@ -17,7 +17,11 @@ prometheus_install() {
 # docker compose, where the services are reached by name), with the local
 # stack's addresses and the rules' absolute path.
 prometheus_write_config() {
-  mkdir -p "$PROM_DIR/data"
+  PROM_DIR="$(service_dir prometheus prometheus)"
+  mkdir -p "$PROM_DIR/data" "$PROM_DIR/rules"
+  # A copy the prometheus user can read wherever the checkout is.
+  rm -f "$PROM_DIR"/rules/*.yml
+  cp "$PROM_RULES"/*.yml "$PROM_DIR/rules/"
   cat > "$PROM_DIR/prometheus.yml" <<CONF
 # Written by deploy/local/services/prometheus.sh; edits are overwritten.
 # Same jobs as deploy/prometheus/prometheus.yml, local addresses.
@@ -28,7 +32,7 @@ global:
     deployment: local
 
 rule_files:
-  - $PROM_RULES/*.yml
+  - $PROM_DIR/rules/*.yml
 
 scrape_configs:
   - job_name: gateway
