@@ -25,7 +25,7 @@ as_postgres() { runuser -u postgres -- "$@"; }
 pg_ready() { "$PG_BIN/pg_isready" -q -h 127.0.0.1 -p "$PG_PORT" -d postgres -U postgres; }
 
 psql_admin() {
-  [[ -d "$PG_SOCKETS" ]] || postgres_paths
+  postgres_paths  # the real path: postgres may not traverse the checkout's
   as_postgres "$PG_BIN/psql" -X -q -v ON_ERROR_STOP=1 -h "$PG_SOCKETS" -p "$PG_PORT" -U postgres "$@"
 }
 
@@ -114,8 +114,8 @@ timescaledb_edition() {
 postgres_status() {
   if pid_alive postgres && pg_ready; then
     local v ed
-    v="$(psql_admin -d nakhon -At -c "SELECT extversion FROM pg_extension WHERE extname = 'timescaledb'" 2>/dev/null)"
-    ed="$(timescaledb_edition)"
+    v="$(psql_admin -d nakhon -At -c "SELECT extversion FROM pg_extension WHERE extname = 'timescaledb'" 2>/dev/null || true)"
+    ed="$(timescaledb_edition || true)"
     echo "postgres    running  127.0.0.1:$PG_PORT  PostgreSQL $PG_VERSION, database nakhon, TimescaleDB $v ($ed edition)"
   else
     echo "postgres    stopped"
