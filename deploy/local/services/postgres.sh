@@ -20,7 +20,8 @@ postgres_install() {
   timescaledb_install
 }
 
-as_postgres() { runuser -u postgres -- "$@"; }
+# From /: the postgres user may not be allowed into the current directory.
+as_postgres() { (cd / && runuser -u postgres -- "$@"); }
 
 pg_ready() { "$PG_BIN/pg_isready" -q -h 127.0.0.1 -p "$PG_PORT" -d postgres -U postgres; }
 
