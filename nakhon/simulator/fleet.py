@@ -113,7 +113,7 @@ def payload(sensor: SimSensor, now: datetime, rng: random.Random) -> bytes:
                     "u": "ug/m3",
                     "v": round(pm25, 1),
                 },
-                {"n": "pm10", "u": "ug/m3", "v": round(pm25 * 1.6 + rng.gauss(0, 2), 1)},
+                {"n": "pm10", "u": "ug/m3", "v": round(max(1.0, pm25 * 1.6 + rng.gauss(0, 2)), 1)},
                 {"n": "temperature", "u": "Cel", "v": round(temp, 2)},
                 {
                     "n": "humidity",
