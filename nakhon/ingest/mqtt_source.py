@@ -78,7 +78,6 @@ class MqttSource:
         self._connection = 0
         self._accepting = True
         self.connected = False
-        self.reconnects = 0
         self._client = mqtt.Client(
             CallbackAPIVersion.VERSION2,
             client_id=settings.client_id,
@@ -139,8 +138,6 @@ class MqttSource:
             log.error("MQTT broker refused the connection: %s", reason)
             return
         self._connection += 1
-        if self._connection > 1:
-            self.reconnects += 1
         self.connected = True
         log.info(
             "connected to MQTT %s:%d (session %s), subscribing to %s",

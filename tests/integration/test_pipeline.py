@@ -5,14 +5,18 @@ A reading published over MQTT becomes exactly one row, whatever crashes.
 
 from __future__ import annotations
 
+import os
+import signal
 import time
+import urllib.request
 from collections.abc import AsyncIterator, Iterator
 from datetime import UTC, datetime
 
 import psycopg
 import pytest
 
-from tests.integration.conftest import Stack
+from nakhon.sandbox import Service
+from tests.integration.conftest import REPO, Stack
 from tests.integration.pipeline_harness import (
     DSN,
     PipelineNamespace,
@@ -187,3 +191,44 @@ async def test_sigterm_drains_and_exits_zero(ns: PipelineNamespace, publisher: P
     assert gateway.terminate() == 0
     assert processor.terminate() == 0
     assert time.monotonic() - started_at < 15
+
+
+def _gateway_metric(gateway: Service, name: str) -> float:
+    url = gateway.ready_url.replace("/readyz", "/metrics")
+    with urllib.request.urlopen(url, timeout=2) as resp:
+        for line in resp.read().decode().splitlines():
+            if line.startswith(name + " "):
+                return float(line.split()[1])
+    raise AssertionError(f"{name} not in {url}")
+
+
+async def test_no_puback_while_kafka_is_away_and_recovery_by_itself(
+    ns: PipelineNamespace, publisher: Publisher
+) -> None:
+    gateway = ns.gateway()
+    gateway.start()
+    ns.processor().start()
+    prefix = f"{ns.name}-k"
+    messages = _stream(ns, prefix, 1200)
+    publisher.publish_all(messages[:200])
+    wait_until(lambda: count_rows(prefix) == 200, 30, "the first 200 rows")
+    acked = "nakhon_gateway_messages_acknowledged_total"
+    wait_until(lambda: _gateway_metric(gateway, acked) == 200, 10, "200 PUBACKs")
+    kafka = int((REPO / ".nakhon" / "run" / "kafka.pid").read_text())
+    os.kill(kafka, signal.SIGSTOP)  # Kafka away: alive but answering nothing
+    try:
+        publisher.publish_all(messages[200:])
+        wait_until(
+            lambda: _gateway_metric(gateway, "nakhon_gateway_inflight_messages") == 1000,
+            10,
+            "the gateway holding 1000 messages",
+        )
+        # Kafka answers nothing for a while: the producer keeps retrying, and
+        # not one of the messages it holds may be acknowledged meanwhile.
+        time.sleep(8)
+        assert _gateway_metric(gateway, acked) == 200, "a PUBACK left before Kafka had it"
+        assert _gateway_metric(gateway, "nakhon_gateway_inflight_messages") == 1000
+    finally:
+        os.kill(kafka, signal.SIGCONT)
+    wait_until(lambda: count_rows(prefix) == 1200, 120, "all 1200 rows after Kafka is back")
+    wait_until(lambda: _gateway_metric(gateway, acked) == 1200, 30, "all PUBACKs")
