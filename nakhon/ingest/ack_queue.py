@@ -14,26 +14,29 @@ from collections.abc import Callable
 
 
 class AckSlot:
-    __slots__ = ("done", "mid", "qos")
+    """One message taken from the broker: its packet id is valid on ``connection`` only."""
 
-    def __init__(self, mid: int, qos: int) -> None:
+    __slots__ = ("connection", "done", "mid", "qos")
+
+    def __init__(self, mid: int, qos: int, connection: int) -> None:
         self.mid = mid
         self.qos = qos
+        self.connection = connection
         self.done = False
 
 
 class AckQueue:
     """In-order acknowledgement of messages whose delivery completes out of order."""
 
-    def __init__(self, send_ack: Callable[[int, int], None]) -> None:
+    def __init__(self, send_ack: Callable[[AckSlot], None]) -> None:
         self._send_ack = send_ack
         self._slots: deque[AckSlot] = deque()
 
     def __len__(self) -> int:
         return len(self._slots)
 
-    def take(self, mid: int, qos: int) -> AckSlot:
-        slot = AckSlot(mid, qos)
+    def take(self, mid: int, qos: int, connection: int) -> AckSlot:
+        slot = AckSlot(mid, qos, connection)
         self._slots.append(slot)
         return slot
 
@@ -44,7 +47,7 @@ class AckQueue:
         slots = self._slots
         while slots and slots[0].done:
             head = slots.popleft()
-            self._send_ack(head.mid, head.qos)
+            self._send_ack(head)
             sent += 1
         return sent
 

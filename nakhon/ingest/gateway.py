@@ -21,7 +21,7 @@ from collections import deque
 from typing import Any
 
 from aiokafka import AIOKafkaProducer
-from aiokafka.errors import KafkaError
+from aiokafka.errors import KafkaError, MessageSizeTooLargeError
 
 from nakhon.config import GatewaySettings, KafkaSettings, MqttSettings
 from nakhon.ingest.ack_queue import AckQueue, AckSlot
@@ -156,7 +156,7 @@ class Gateway:
         if msg.connection != self._connection or self._stopping:
             return  # from a dead connection: the broker redelivers it
         self._metrics.received.inc()
-        slot = self._acks.take(msg.mid, msg.qos)
+        slot = self._acks.take(msg.mid, msg.qos, msg.connection)
         self._metrics.inflight.set(len(self._acks))
         self._queue.append((msg, slot, time.perf_counter()))
         self._wakeup.set()
@@ -184,6 +184,11 @@ class Gateway:
                     headers=raw_headers(msg, self._settings.name),
                 )
                 break
+            except MessageSizeTooLargeError as exc:
+                # No retry can help: record that it came, and why it is not in
+                # nakhon.raw, so it is not lost without a trace, then move on.
+                await self._send_too_large(msg, slot, t0, exc)
+                return
             except KafkaError as exc:
                 # Kafka is away: block here. The broker stops sending once
                 # max_inflight messages are unacknowledged (backpressure).
@@ -213,6 +218,40 @@ class Gateway:
             self._metrics.acknowledged.inc(acked)
             self._metrics.inflight.set(len(self._acks))
 
+    async def _send_too_large(
+        self, msg: MqttMessage, slot: AckSlot, t0: float, exc: KafkaError
+    ) -> None:
+        """A payload Kafka cannot take: a dead letter without its bytes, then the PUBACK."""
+        log.error(
+            "a %d-byte payload on %s is larger than Kafka accepts; dead-lettered without it",
+            len(msg.payload),
+            msg.topic,
+        )
+        headers = [
+            *raw_headers(msg, self._settings.name),
+            ("reason", b"payload_too_large"),
+            ("detail", f"{len(msg.payload)} bytes: {exc}"[:1000].encode()),
+            ("stage", b"ingest"),
+        ]
+        delay = _RETRY_MIN_S
+        while True:
+            try:
+                delivery = await self._producer.send(
+                    self._kafka_settings.deadletter_topic,
+                    value=b"",
+                    key=msg.topic.encode(),
+                    headers=headers,
+                )
+                break
+            except KafkaError as send_exc:
+                self._kafka_down(send_exc, delay)
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, _RETRY_MAX_S)
+                if msg.connection != self._connection or self._stopping:
+                    return
+        self._pending.add(delivery)
+        delivery.add_done_callback(lambda d: self._on_delivered(d, msg, slot, t0))
+
     def _requeue(self, msg: MqttMessage, slot: AckSlot, t0: float) -> None:
         self._queue.appendleft((msg, slot, t0))
         self._wakeup.set()
@@ -227,6 +266,6 @@ class Gateway:
     def _loop() -> asyncio.AbstractEventLoop:
         return asyncio.get_running_loop()
 
-    def _send_puback(self, mid: int, qos: int) -> None:
-        if qos > 0:
-            self._source.ack(mid, qos)
+    def _send_puback(self, slot: AckSlot) -> None:
+        if slot.qos > 0:
+            self._source.ack(slot.mid, slot.qos, slot.connection)

@@ -14,6 +14,7 @@ import logging
 import threading
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
 import paho.mqtt.client as mqtt
@@ -58,6 +59,14 @@ def end_session(settings: MqttSettings, timeout_s: float = 10.0) -> bool:
         client.loop_stop()
 
 
+@dataclass(frozen=True, slots=True)
+class ConnectionChange:
+    """The MQTT connection ``connection`` went up or down."""
+
+    connection: int
+    up: bool
+
+
 class MqttSource:
     """Subscribes through shared subscriptions and hands messages to an asyncio callback."""
 
@@ -73,7 +82,9 @@ class MqttSource:
         self._deliver = on_message
         self._on_connection_change = on_connection_change
         self._loop: asyncio.AbstractEventLoop | None = None
-        self._handoff: list[MqttMessage] = []
+        # Messages and connection changes, in the order paho saw them: a message
+        # must never overtake the news that its connection is gone.
+        self._handoff: list[MqttMessage | ConnectionChange] = []
         self._handoff_lock = threading.Lock()
         self._connection = 0
         self._accepting = True
@@ -116,8 +127,15 @@ class MqttSource:
         """Ignore messages from now on: unacknowledged, the broker redelivers them later."""
         self._accepting = False
 
-    def ack(self, mid: int, qos: int) -> None:
-        self._client.ack(mid, qos)
+    @property
+    def connection(self) -> int:
+        """The number of the current (or last) MQTT connection."""
+        return self._connection
+
+    def ack(self, mid: int, qos: int, connection: int) -> None:
+        """PUBACK ``mid``, if ``connection`` is still the live one (packet ids die with it)."""
+        if self.connected and connection == self._connection:
+            self._client.ack(mid, qos)
 
     def stop(self) -> None:
         """Disconnect cleanly; the session (and what it queues) lives on in the broker."""
@@ -178,19 +196,26 @@ class MqttSource:
         )
         # Hand over in batches: one wake-up of the event loop per burst of
         # messages, not one per message (each wake-up is a syscall).
+        self._hand_over(message)
+
+    def _hand_over(self, item: MqttMessage | ConnectionChange) -> None:
+        if self._loop is None:
+            return
         with self._handoff_lock:
-            self._handoff.append(message)
+            self._handoff.append(item)
             wake = len(self._handoff) == 1
         if wake:
             self._loop.call_soon_threadsafe(self._drain_handoff)
 
     def _drain_handoff(self) -> None:
-        """Event-loop side of the handoff: deliver every message waiting."""
+        """Event-loop side of the handoff: deliver everything waiting, in order."""
         with self._handoff_lock:
-            messages, self._handoff = self._handoff, []
-        for message in messages:
-            self._deliver(message)
+            items, self._handoff = self._handoff, []
+        for item in items:
+            if isinstance(item, ConnectionChange):
+                self._on_connection_change(item.connection, item.up)
+            else:
+                self._deliver(item)
 
     def _notify(self, connection: int, up: bool) -> None:
-        if self._loop is not None:
-            self._loop.call_soon_threadsafe(self._on_connection_change, connection, up)
+        self._hand_over(ConnectionChange(connection, up))

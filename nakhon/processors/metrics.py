@@ -57,7 +57,8 @@ class ProcessorMetrics:
         )
         self.db_write_errors = Counter(
             "nakhon_processor_db_write_errors_total",
-            "Failed batch writes, by kind (transient: retried; permanent: isolated)",
+            "Failed batch writes, by kind (transient: retried; blocked: retried, needs an "
+            "operator; data: the guilty payload isolated and dead-lettered)",
             ["kind"],
             registry=registry,
         )

@@ -6,8 +6,10 @@ The loop, one batch at a time (quix-streams' checkpoint, in a few lines):
 2. route, decode and normalize them (:class:`Pipeline`, pure);
 3. write readings and positions to TimescaleDB in one transaction
    (:class:`ReadingWriter`); transient errors are retried with capped backoff,
-   a permanent one is isolated by bisecting the batch and only the records that
-   cause it go to the dead letters;
+   errors about the data are isolated by bisecting the batch and only the
+   records that cause them go to the dead letters; any other error (the
+   database away, read-only, a permission missing) blocks the batch, retried
+   with capped backoff, until it passes (``nakhon/storage/errors.py``);
 4. send dead letters and normalized readings to Kafka and wait for their acks;
 5. only then commit the batch's offsets.
 
@@ -37,7 +39,7 @@ from nakhon.processors.metrics import ProcessorMetrics
 from nakhon.processors.outputs import OutRecord, dead_letter_record, readings_records
 from nakhon.processors.pipeline import BatchOutcome, Pipeline, RecordOutcome
 from nakhon.records import RawRecord, Rejection, Stage
-from nakhon.storage.errors import is_transient
+from nakhon.storage.errors import classify, is_transient
 from nakhon.storage.writer import ReadingWriter
 
 log = logging.getLogger(__name__)
@@ -61,7 +63,7 @@ def raw_record(msg: ConsumerRecord[bytes, bytes]) -> RawRecord:
     received = headers.get("received_at", "")
     received_at = (
         received_at_from_us(int(received))
-        if received.isdigit()
+        if received.isascii() and received.isdigit()
         else datetime.fromtimestamp(msg.timestamp / 1000, UTC)
     )
     return RawRecord(
@@ -122,6 +124,8 @@ class Processor:
         Raises :class:`ShuttingDown` if a stop is requested while waiting.
         """
         await self._until_up("the database", self._writer.connect)
+        # Before the first batch: strict mode and LoRaWAN cities need the registry.
+        await self._until_up("the sensor registry", self.refresh_registry)
         self._db_ok = True
         await self._until_up("Kafka", self._producer.start)
         await self._until_up("Kafka", self._consumer.start)
@@ -179,9 +183,19 @@ class Processor:
 
     # one batch --------------------------------------------------------------
 
-    async def process(
-        self, batch: dict[TopicPartition, list[ConsumerRecord[bytes, bytes]]]
-    ) -> None:
+    async def refresh_registry(self) -> None:
+        """Reload the sensor-registry snapshot that enrichment reads."""
+        cities = await self._writer.sensor_cities()
+        self._pipeline.directory.replace(cities)
+        self._registry_loaded_at = time.monotonic()
+        log.debug("sensor registry: %d sensors", len(cities))
+
+    async def process(self, batch: KafkaBatch) -> None:
+        if time.monotonic() - self._registry_loaded_at > self._settings.registry_refresh_s:
+            try:
+                await self.refresh_registry()
+            except psycopg.Error as exc:
+                log.warning("sensor registry not reloaded (%s); using the last snapshot", exc)
         records = [raw_record(m) for msgs in batch.values() for m in msgs]
         self._metrics.records_consumed.inc(len(records))
         self._metrics.batch_records.observe(len(records))
@@ -199,16 +213,26 @@ class Processor:
                 self._db_ok = True
                 return
             except psycopg.Error as exc:
-                # Only transient errors reach here: _write_isolating absorbs the rest.
+                # Only "retry" errors reach here: _write_isolating absorbs data errors.
                 self._db_ok = False
-                self._metrics.db_write_errors.labels("transient").inc()
-                log.warning("database write failed (%s); retrying in %.1fs", exc, delay)
+                transient = is_transient(exc)
+                self._metrics.db_write_errors.labels("transient" if transient else "blocked").inc()
+                if transient:
+                    log.warning("database write failed (%s); retrying in %.1fs", exc, delay)
+                else:
+                    log.error(
+                        "database write blocked (SQLSTATE %s: %s); nothing is committed, "
+                        "retrying in %.1fs until it is fixed",
+                        exc.sqlstate,
+                        exc,
+                        delay,
+                    )
                 await self._writer.close()
                 await self._sleep_or_stop(delay)
                 delay = min(delay * 2, _BACKOFF_MAX_S)
 
     async def _write_isolating(self, outcomes: Sequence[RecordOutcome]) -> None:
-        """Write ``outcomes``; on a permanent error, bisect down to the guilty records."""
+        """Write ``outcomes``; on a data error, bisect down to the guilty records."""
         readings = [r for o in outcomes for r in o.readings]
         positions = [p for o in outcomes for p in o.positions]
         if not readings and not positions:
@@ -217,9 +241,9 @@ class Processor:
         try:
             result = await self._writer.write(readings, positions)
         except psycopg.Error as exc:
-            if is_transient(exc):
+            if classify(exc) != "data":
                 raise
-            self._metrics.db_write_errors.labels("permanent").inc()
+            self._metrics.db_write_errors.labels("data").inc()
             if len(outcomes) == 1:
                 self._refuse(outcomes[0], exc)
                 return
@@ -246,7 +270,11 @@ class Processor:
             (self._kafka.deadletter_topic, dead_letter_record(d)) for d in outcome.dead_letters()
         ]
         if self._settings.publish_readings:
-            out += [(self._kafka.readings_topic, r) for r in readings_records(outcome.readings)]
+            out += [
+                (self._kafka.readings_topic, r)
+                for o in outcome.outcomes
+                for r in readings_records(o.readings)
+            ]
         delay = _BACKOFF_MIN_S
         while out:
             try:

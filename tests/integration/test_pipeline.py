@@ -232,3 +232,23 @@ async def test_no_puback_while_kafka_is_away_and_recovery_by_itself(
         os.kill(kafka, signal.SIGCONT)
     wait_until(lambda: count_rows(prefix) == 1200, 120, "all 1200 rows after Kafka is back")
     wait_until(lambda: _gateway_metric(gateway, acked) == 1200, 30, "all PUBACKs")
+
+
+async def test_a_payload_too_large_for_kafka_is_dead_lettered_and_the_flow_goes_on(
+    ns: PipelineNamespace, publisher: Publisher
+) -> None:
+    started(ns)
+    sensor = f"{ns.name}-after"
+    big_topic = ns.topic("lampang", f"{ns.name}-big", "senml")
+    publisher.publish_all(
+        [
+            (big_topic, b"[" + b" " * 1_200_000 + b"]"),
+            (ns.topic("lampang", sensor, "senml"), senml("pm25", 41.0, 1_795_000_000)),
+        ]
+    )
+    wait_until(lambda: count_rows(sensor) == 1, 30, "the reading published after it")
+    letters = await ns.dead_letters(expect=1)
+    assert [(x["reason"], x["stage"], x["mqtt_topic"], x["value"]) for x in letters] == [
+        ("payload_too_large", "ingest", big_topic, b"")
+    ]
+    assert str(letters[0]["detail"]).startswith("1200002 bytes")

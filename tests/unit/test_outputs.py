@@ -1,0 +1,106 @@
+"""What the processor sends to nakhon.deadletter and nakhon.readings, and DB error classes."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+
+import orjson
+import psycopg
+import pytest
+
+from nakhon.processors.outputs import (
+    MAX_DEAD_LETTER_PAYLOAD,
+    MAX_READINGS_PER_RECORD,
+    dead_letter_record,
+    readings_records,
+)
+from nakhon.processors.pipeline import DeadLetter
+from nakhon.records import RawRecord, Reading, Rejection, Stage
+from nakhon.storage.errors import classify, is_transient
+
+NOW = datetime(2026, 11, 27, 8, 0, 0, 123456, tzinfo=UTC)
+
+
+def letter(payload: bytes, *rejections: Rejection, whole: bool = True) -> DeadLetter:
+    record = RawRecord("city/rayong/aq-1/senml", payload, NOW, partition=4, offset=77)
+    return DeadLetter(record, rejections, whole)
+
+
+def test_a_dead_letter_keeps_the_original_bytes_and_says_why() -> None:
+    out = dead_letter_record(letter(b"\x00garbage", Rejection("malformed_json", "x", Stage.DECODE)))
+    headers = dict(out.headers)
+    assert out.key == b"city/rayong/aq-1/senml"
+    assert out.value == b"\x00garbage"
+    assert headers["reason"] == b"malformed_json"
+    assert headers["stage"] == b"decode"
+    assert headers["mqtt_topic"] == b"city/rayong/aq-1/senml"
+    assert headers["received_at"] == b"1795766400123456"
+    assert headers["partial"] == b"false"
+    assert "rejections" not in headers
+
+
+def test_several_rejections_are_all_listed() -> None:
+    rejections = (
+        Rejection("out_of_range", "humidity 140", Stage.NORMALIZE, "aq-1", "humidity"),
+        Rejection("not_finite", "pm10 nan", Stage.NORMALIZE, "aq-1", "pm10"),
+    )
+    headers = dict(dead_letter_record(letter(b"[]", *rejections, whole=False)).headers)
+    assert headers["partial"] == b"true"
+    listed = orjson.loads(headers["rejections"])
+    assert [(r["reason"], r["metric"]) for r in listed] == [
+        ("out_of_range", "humidity"),
+        ("not_finite", "pm10"),
+    ]
+
+
+def test_an_oversized_payload_is_truncated_and_points_back_to_nakhon_raw() -> None:
+    big = b"x" * (MAX_DEAD_LETTER_PAYLOAD + 10)
+    out = dead_letter_record(letter(big, Rejection("malformed_json", "x", Stage.DECODE)))
+    headers = dict(out.headers)
+    assert len(out.value) == MAX_DEAD_LETTER_PAYLOAD
+    assert (headers["truncated"], headers["raw_partition"], headers["raw_offset"]) == (
+        b"true",
+        b"4",
+        b"77",
+    )
+
+
+def test_readings_are_grouped_by_sensor_and_split_into_bounded_records() -> None:
+    n = MAX_READINGS_PER_RECORD + 5
+    readings = [Reading(NOW + timedelta(seconds=i), "aq-1", "pm2_5", i, "rayong") for i in range(n)]
+    readings.append(Reading(NOW, "aq-2", "pm10", 3.0, "rayong"))
+    records = readings_records(readings)
+    assert [(r.key, len(orjson.loads(r.value)["readings"])) for r in records] == [
+        (b"aq-1", MAX_READINGS_PER_RECORD),
+        (b"aq-1", 5),
+        (b"aq-2", 1),
+    ]
+    first = orjson.loads(records[0].value)
+    assert first["city"] == "rayong"
+    assert first["readings"][0] == {
+        "time": "2026-11-27T08:00:00.123456+00:00",
+        "metric": "pm2_5",
+        "value": 0,
+    }
+    assert dict(records[0].headers) == {"schema": b"1"}
+
+
+@pytest.mark.parametrize(
+    ("sqlstate", "kind", "transient"),
+    [
+        ("22003", "data", False),  # numeric value out of range: the rows are to blame
+        ("23502", "data", False),  # not-null violation
+        ("40P01", "retry", True),  # deadlock
+        ("08006", "retry", True),  # connection failure
+        ("53100", "retry", True),  # disk full
+        ("25006", "retry", False),  # read-only transaction: needs an operator
+        ("42P01", "retry", False),  # table missing: run nakhon migrate
+        ("42501", "retry", False),  # permission denied
+    ],
+)
+def test_database_errors_blame_rows_only_for_data_errors(
+    sqlstate: str, kind: str, transient: bool
+) -> None:
+    exc = psycopg.Error.__new__(psycopg.errors.lookup(sqlstate))
+    assert classify(exc) == kind
+    assert is_transient(exc) is transient
