@@ -52,7 +52,7 @@ service_dir() {
     mkdir -p "$dir"; echo "$dir"
   else
     local alt
-    alt="/var/lib/nakhon/$(printf '%s' "$REPO" | sha256sum | cut -c1-12)/$name"
+    alt="$RELOCATED/$name"
     mkdir -p "$alt"
     [[ -d "$dir" ]] && rmdir "$dir" 2>/dev/null
     ln -sfn "$alt" "$dir"
@@ -60,10 +60,24 @@ service_dir() {
   fi
 }
 
-# pid_alive NAME: the service's pid file names a running process.
+# Where service data goes when its user cannot reach the checkout (service_dir).
+RELOCATED="/var/lib/nakhon/$(printf '%s' "$REPO" | sha256sum | cut -c1-12)"
+
+# ours PID: the process is one this stack started: its command line names the
+# checkout or the stack's relocated data. A pid file outlives a reboot or a
+# crash, and its number may since belong to someone else's process.
+ours() {
+  local cmd
+  cmd="$(tr '\0' ' ' < "/proc/$1/cmdline" 2>/dev/null)" || return 1
+  [[ "$cmd" == *"$REPO/"* || "$cmd" == *"$RELOCATED/"* ]]
+}
+
+# pid_alive NAME: the service's pid file names a running process of ours.
 pid_alive() {
-  local f="$RUN/$1.pid"
-  [[ -f "$f" ]] && kill -0 "$(cat "$f")" 2>/dev/null
+  local f="$RUN/$1.pid" pid
+  [[ -f "$f" ]] || return 1
+  pid="$(cat "$f")"
+  kill -0 "$pid" 2>/dev/null && ours "$pid"
 }
 
 # port_open PORT: something accepts TCP connections on 127.0.0.1:PORT.
@@ -76,7 +90,9 @@ stop_pid() {
   local name="$1" timeout="${2:-30}" f="$RUN/$1.pid" pid
   [[ -f "$f" ]] || return 0
   pid="$(cat "$f")"
-  if kill -0 "$pid" 2>/dev/null; then
+  if kill -0 "$pid" 2>/dev/null && ! ours "$pid"; then
+    warn "$name: pid $pid is no longer ours (stale pid file); leaving that process alone"
+  elif kill -0 "$pid" 2>/dev/null; then
     kill -TERM "$pid" 2>/dev/null || true
     local deadline=$((SECONDS + timeout))
     while kill -0 "$pid" 2>/dev/null; do

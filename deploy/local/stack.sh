@@ -14,7 +14,8 @@ SERVICES=(mosquitto kafka postgres nakhon prometheus)
 
 usage() { sed -n '2,10p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//'; }
 
-[[ $EUID -eq 0 ]] || { [[ "${1:-}" == status ]] || die "$1" "" "run as root: it installs Debian packages and starts services as their users"; }
+[[ $EUID -eq 0 ]] || [[ "${1:-}" == status || "${1:-}" == help || -z "${1:-}" ]] \
+  || die "${1:-}" "" "run as root: it installs Debian packages and starts services as their users"
 
 case "${1:-}" in
   install)

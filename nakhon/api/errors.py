@@ -74,7 +74,20 @@ def install_error_handlers(app: FastAPI) -> None:
         log.error("database unavailable: %s", exc)
         return error_response(503, "database_unavailable", "the database is unreachable; retry")
 
+    async def out_of_range(_: Request, exc: Exception) -> JSONResponse:
+        # Date arithmetic past year 1 or 9999 (a bucket far before the epoch, say).
+        return error_response(
+            400, "invalid_parameter", f"a date or interval is out of the supported range: {exc}"
+        )
+
+    async def internal(_: Request, exc: Exception) -> JSONResponse:
+        # A bug: say so in JSON (the contract), with the details in our log only.
+        log.error("unhandled error", exc_info=exc)
+        return error_response(500, "internal", "an internal error occurred; it has been logged")
+
     app.add_exception_handler(ApiError, api_error)
+    app.add_exception_handler(OverflowError, out_of_range)
+    app.add_exception_handler(Exception, internal)
     app.add_exception_handler(RequestValidationError, invalid)
     app.add_exception_handler(StarletteHTTPException, http_error)
     app.add_exception_handler(PoolTimeout, busy)
