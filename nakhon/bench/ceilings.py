@@ -1,14 +1,16 @@
 """The raw ceilings of this machine, measured with the clients Nakhon itself uses.
 
 Each figure is one stage alone, so the end-to-end rate reads as a ratio to the
-slowest part: Mosquitto alone (a paho QoS 1 publisher and subscriber, the
-gateway's own client library), Kafka produce alone (aiokafka with the gateway's
-producer settings), and binary COPY into ``readings`` alone (the processor's
-own :class:`ReadingWriter`).
+slowest part: Mosquitto alone, twice (with its own C clients, the broker's
+limit; and with a paho QoS 1 publisher and subscriber, the limit of the Python
+client library the gateway is built on), Kafka produce alone (aiokafka with the
+gateway's producer settings), and binary COPY into ``readings`` alone (the
+processor's own :class:`ReadingWriter`).
 """
 
 from __future__ import annotations
 
+import subprocess
 import threading
 import time
 import uuid
@@ -25,8 +27,30 @@ from nakhon.storage.writer import ReadingWriter
 PAYLOAD = b'[{"bn":"bench:","bt":1795000000.123456,"n":"pm2_5","u":"ug/m3","v":37.5}]'
 
 
+def mosquitto_c_ceiling(messages: int, host: str = "127.0.0.1", port: int = 1883) -> float:
+    """QoS 1 messages/s through Mosquitto between its own C clients (mosquitto_pub/_sub)."""
+    topic = f"nakhon-bench/{uuid.uuid4().hex}"
+    common = ["-h", host, "-p", str(port), "-q", "1", "-t", topic]
+    sub = subprocess.Popen(  # noqa: S603  (fixed command line)
+        ["/usr/bin/mosquitto_sub", *common, "-C", str(messages)], stdout=subprocess.DEVNULL
+    )
+    try:
+        time.sleep(0.5)  # let the subscription settle before the clock starts
+        lines = b"\n".join([PAYLOAD] * messages) + b"\n"
+        started = time.perf_counter()
+        subprocess.run(  # noqa: S603
+            ["/usr/bin/mosquitto_pub", *common, "-l"], input=lines, check=True, timeout=120
+        )
+        sub.wait(120)
+        return messages / (time.perf_counter() - started)
+    finally:
+        if sub.poll() is None:
+            sub.kill()
+            sub.wait()
+
+
 def mosquitto_ceiling(messages: int, host: str = "127.0.0.1", port: int = 1883) -> float:
-    """QoS 1 messages/s through Mosquitto from one paho publisher to one subscriber."""
+    """QoS 1 messages/s through Mosquitto from one paho publisher to one paho subscriber."""
     topic = f"nakhon-bench/{uuid.uuid4().hex}"
     received = 0
     all_in = threading.Event()

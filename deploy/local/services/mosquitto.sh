@@ -5,7 +5,7 @@ MQTT_PORT=1883
 MOSQ_DIR="$STATE/mosquitto"
 
 mosquitto_install() {
-  apt_install mosquitto
+  apt_install mosquitto mosquitto-clients
 }
 
 mosquitto_start() {
