@@ -252,3 +252,32 @@ async def test_a_payload_too_large_for_kafka_is_dead_lettered_and_the_flow_goes_
         ("payload_too_large", "ingest", big_topic, b"")
     ]
     assert str(letters[0]["detail"]).startswith("1200002 bytes")
+
+
+async def test_database_connections_killed_mid_stream_lose_nothing(
+    ns: PipelineNamespace, publisher: Publisher
+) -> None:
+    ns.batch_max_records = 100
+    started(ns)
+    prefix = f"{ns.name}-db"
+    messages = _stream(ns, prefix, 3000)
+    infos = [publisher.publish(t, p) for t, p in messages]
+    with psycopg.connect(DSN, autocommit=True) as admin:
+
+        def kill_processor_connections() -> bool:
+            row = admin.execute(
+                "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity"
+                " WHERE application_name = 'nakhon-processor'"
+            ).fetchone()
+            return row is not None and row[0] >= 1
+
+        for rows in (300, 600, 900):  # three times, with rows flowing in between
+            wait_until(lambda rows=rows: count_rows(prefix) > rows, 60, "rows to flow")  # type: ignore[misc]
+            # (right after a kill the processor may still be backing off: wait for it)
+            wait_until(kill_processor_connections, 30, "a processor connection to kill")
+    for info in infos:
+        info.wait_for_publish(30)
+    wait_until(lambda: count_rows(prefix) >= 3000, 90, "all 3000 rows")
+    time.sleep(1)
+    assert count_rows(prefix) == 3000
+    assert await ns.dead_letters(expect=1, wait_s=2) == []
