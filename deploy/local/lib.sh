@@ -72,6 +72,12 @@ ours() {
   [[ "$cmd" == *"$REPO/"* || "$cmd" == *"$RELOCATED/"* ]]
 }
 
+# foreign PID: a live process that is not ours. (An exiting process has an empty
+# command line: that is ours finishing, not someone else's.)
+foreign() {
+  [[ -s "/proc/$1/cmdline" ]] && ! ours "$1"
+}
+
 # pid_alive NAME: the service's pid file names a running process of ours.
 pid_alive() {
   local f="$RUN/$1.pid" pid
@@ -90,7 +96,7 @@ stop_pid() {
   local name="$1" timeout="${2:-30}" f="$RUN/$1.pid" pid
   [[ -f "$f" ]] || return 0
   pid="$(cat "$f")"
-  if kill -0 "$pid" 2>/dev/null && ! ours "$pid"; then
+  if foreign "$pid"; then
     warn "$name: pid $pid is no longer ours (stale pid file); leaving that process alone"
   elif kill -0 "$pid" 2>/dev/null; then
     kill -TERM "$pid" 2>/dev/null || true

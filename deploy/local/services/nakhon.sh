@@ -41,10 +41,12 @@ nakhon_start() {
 }
 
 nakhon_stop() {
+  # All at once: each drains for a second or two, and none waits for another.
   local entry
   for entry in "${NAKHON_SERVICES[@]}"; do
-    stop_pid "nakhon-${entry%%:*}" 30
+    stop_pid "nakhon-${entry%%:*}" 30 &
   done
+  wait
 }
 
 nakhon_status() {
