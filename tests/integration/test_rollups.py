@@ -91,9 +91,19 @@ def series_rows(
     return out
 
 
+def last_complete_hour_end() -> datetime:
+    """The hour boundary the rollup watermark has surely passed.
+
+    The refresh holds its watermark 5 minutes behind now, so in the first
+    minutes of an hour the hour just ended is not yet materialized: step back
+    10 minutes before flooring, or the test would fail at :00–:05 of every hour.
+    """
+    return (datetime.now(UTC) - timedelta(minutes=10)).replace(minute=0, second=0, microsecond=0)
+
+
 def test_rollups_equal_sql_over_raw_readings(dsn: str) -> None:
     prefix = f"r{uuid.uuid4().hex[:8]}-"
-    hour = datetime.now(UTC).replace(minute=0, second=0, microsecond=0)
+    hour = last_complete_hour_end()
     start = hour - timedelta(hours=3)
     insert(dsn, series_rows(prefix, start, 150))
     refresh(dsn)
@@ -108,7 +118,7 @@ def test_rollups_equal_sql_over_raw_readings(dsn: str) -> None:
 
 def test_late_data_updates_both_rollups(dsn: str) -> None:
     prefix = f"l{uuid.uuid4().hex[:8]}-"
-    hour = datetime.now(UTC).replace(minute=0, second=0, microsecond=0)
+    hour = last_complete_hour_end()
     start = hour - timedelta(hours=2)
     insert(dsn, series_rows(prefix, start, 60))
     report = refresh(dsn)
@@ -145,7 +155,7 @@ def test_late_data_updates_both_rollups(dsn: str) -> None:
 
 def test_deleted_readings_leave_the_rollups(dsn: str) -> None:
     prefix = f"d{uuid.uuid4().hex[:8]}-"
-    start = datetime.now(UTC).replace(minute=0, second=0, microsecond=0) - timedelta(hours=2)
+    start = last_complete_hour_end() - timedelta(hours=2)
     insert(dsn, series_rows(prefix, start, 30))
     refresh(dsn)
     with psycopg.connect(dsn) as conn:
