@@ -174,29 +174,57 @@ class Gateway:
                 await self._send(msg, slot, t0)
 
     async def _send(self, msg: MqttMessage, slot: AckSlot, t0: float) -> None:
+        raw = self._kafka_settings.raw_topic
+        try:
+            await self._produce(
+                msg, slot, t0, raw, msg.payload, raw_headers(msg, self._settings.name)
+            )
+        except MessageSizeTooLargeError as exc:
+            # No retry can help: record that it came, and why it is not in
+            # nakhon.raw, so it is not lost without a trace, then move on.
+            log.error(
+                "a %d-byte payload on %s is larger than Kafka accepts; dead-lettered without it",
+                len(msg.payload),
+                msg.topic,
+            )
+            headers = [
+                *raw_headers(msg, self._settings.name),
+                ("reason", b"payload_too_large"),
+                ("detail", f"{len(msg.payload)} bytes: {exc}"[:1000].encode()),
+                ("stage", b"ingest"),
+            ]
+            await self._produce(msg, slot, t0, self._kafka_settings.deadletter_topic, b"", headers)
+
+    async def _produce(
+        self,
+        msg: MqttMessage,
+        slot: AckSlot,
+        t0: float,
+        topic: str,
+        value: bytes,
+        headers: list[tuple[str, bytes]],
+    ) -> None:
+        """Hand one record to the producer; its delivery acknowledges ``slot``.
+
+        While Kafka is away this blocks, retrying: the broker stops sending once
+        max_inflight messages are unacknowledged (backpressure). A record too
+        large for Kafka raises MessageSizeTooLargeError: no retry can help it.
+        """
         delay = _RETRY_MIN_S
         while True:
             try:
                 delivery = await self._producer.send(
-                    self._kafka_settings.raw_topic,
-                    value=msg.payload,
-                    key=msg.topic.encode(),
-                    headers=raw_headers(msg, self._settings.name),
+                    topic, value=value, key=msg.topic.encode(), headers=headers
                 )
                 break
-            except MessageSizeTooLargeError as exc:
-                # No retry can help: record that it came, and why it is not in
-                # nakhon.raw, so it is not lost without a trace, then move on.
-                await self._send_too_large(msg, slot, t0, exc)
-                return
+            except MessageSizeTooLargeError:
+                raise
             except KafkaError as exc:
-                # Kafka is away: block here. The broker stops sending once
-                # max_inflight messages are unacknowledged (backpressure).
-                self._kafka_down(exc, delay)
+                self._kafka_down(exc)
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, _RETRY_MAX_S)
                 if msg.connection != self._connection or self._stopping:
-                    return
+                    return  # unacknowledged: the broker redelivers it
         self._pending.add(delivery)
         delivery.add_done_callback(lambda d: self._on_delivered(d, msg, slot, t0))
 
@@ -207,7 +235,7 @@ class Gateway:
         exc = fut.exception()
         if exc is not None:
             # Not stored: send it again, ahead of newer messages, after a pause.
-            self._kafka_down(exc, _RETRY_MIN_S)
+            self._kafka_down(exc)
             self._loop().call_later(_RETRY_MIN_S, self._requeue, msg, slot, t0)
             return
         self._kafka_ok = True
@@ -218,45 +246,11 @@ class Gateway:
             self._metrics.acknowledged.inc(acked)
             self._metrics.inflight.set(len(self._acks))
 
-    async def _send_too_large(
-        self, msg: MqttMessage, slot: AckSlot, t0: float, exc: KafkaError
-    ) -> None:
-        """A payload Kafka cannot take: a dead letter without its bytes, then the PUBACK."""
-        log.error(
-            "a %d-byte payload on %s is larger than Kafka accepts; dead-lettered without it",
-            len(msg.payload),
-            msg.topic,
-        )
-        headers = [
-            *raw_headers(msg, self._settings.name),
-            ("reason", b"payload_too_large"),
-            ("detail", f"{len(msg.payload)} bytes: {exc}"[:1000].encode()),
-            ("stage", b"ingest"),
-        ]
-        delay = _RETRY_MIN_S
-        while True:
-            try:
-                delivery = await self._producer.send(
-                    self._kafka_settings.deadletter_topic,
-                    value=b"",
-                    key=msg.topic.encode(),
-                    headers=headers,
-                )
-                break
-            except KafkaError as send_exc:
-                self._kafka_down(send_exc, delay)
-                await asyncio.sleep(delay)
-                delay = min(delay * 2, _RETRY_MAX_S)
-                if msg.connection != self._connection or self._stopping:
-                    return
-        self._pending.add(delivery)
-        delivery.add_done_callback(lambda d: self._on_delivered(d, msg, slot, t0))
-
     def _requeue(self, msg: MqttMessage, slot: AckSlot, t0: float) -> None:
         self._queue.appendleft((msg, slot, t0))
         self._wakeup.set()
 
-    def _kafka_down(self, exc: BaseException, delay: float) -> None:
+    def _kafka_down(self, exc: BaseException) -> None:
         if self._kafka_ok:
             log.warning("Kafka send failed (%s); retrying every %.1fs at most", exc, _RETRY_MAX_S)
         self._kafka_ok = False
