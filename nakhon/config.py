@@ -8,7 +8,9 @@ time, and each component receives only its own group.
 
 from __future__ import annotations
 
+import os
 import socket
+from pathlib import Path
 from typing import Literal
 
 from pydantic import BaseModel, Field, SecretStr
@@ -32,13 +34,30 @@ DEFAULT_ROUTES = [
 ]
 
 
+#: Where ``make up`` writes the local stack's generated credentials
+#: (``NAKHON_*`` lines, mode 600); read when present, relative to the working
+#: directory, unless ``NAKHON_ENV_FILE`` names another file.
+LOCAL_ENV_FILE = Path(".nakhon/secrets/local.env")
+
+
 class MqttSettings(BaseModel):
     host: str = "127.0.0.1"
     port: int = 1883
+    #: The gateway's own credentials (``nakhon gateways add``): no anonymous clients.
     username: str | None = None
     password: SecretStr | None = None
     #: Stable client id: the broker keeps this gateway's persistent session under it.
+    #: Give each gateway the random one ``nakhon gateways add`` generated: the
+    #: broker accepts the gateway's username only with it.
     client_id: str = Field(default_factory=lambda: f"nakhon-gateway-{socket.gethostname()}")
+    #: Password of the broker's administrator (``admin:nakhon``), for ``nakhon devices``,
+    #: ``nakhon bridges`` and ``nakhon gateways``.
+    admin_password: SecretStr | None = None
+    #: TLS: the CA that signed the broker's certificate (set it, and port 8883, to use TLS).
+    tls_ca_file: Path | None = None
+    #: TLS: a client certificate and its key, for a broker that asks for one.
+    tls_cert_file: Path | None = None
+    tls_key_file: Path | None = None
     #: Shared-subscription group; every gateway in the group gets a share of the messages.
     share_group: str = "nakhon"
     topic_filters: list[str] = Field(default_factory=lambda: list(DEFAULT_TOPIC_FILTERS))
@@ -153,3 +172,15 @@ class Settings(BaseSettings):
     api: ApiSettings = Field(default_factory=ApiSettings)
     retention: RetentionSettings = Field(default_factory=RetentionSettings)
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+
+
+def load_settings() -> Settings:
+    """The settings from the environment, and from the local stack's credentials file.
+
+    Variables set in the environment win over the file. The file is
+    ``$NAKHON_ENV_FILE`` if set, else ``.nakhon/secrets/local.env`` when it
+    exists (``make up`` writes it; it holds generated passwords, mode 600).
+    """
+    env_file = os.environ.get("NAKHON_ENV_FILE") or LOCAL_ENV_FILE
+    # _env_file is pydantic-settings' documented per-instance override.
+    return Settings(_env_file=env_file if Path(env_file).is_file() else None)  # type: ignore[call-arg]

@@ -14,7 +14,7 @@ import uvicorn
 
 from nakhon.api.app import create_app
 from nakhon.cli import configure_logging
-from nakhon.config import Settings
+from nakhon.config import load_settings
 
 log = logging.getLogger("nakhon.api")
 
@@ -31,7 +31,7 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
 
 
 def run_api(args: argparse.Namespace) -> int:
-    settings = Settings()
+    settings = load_settings()
     configure_logging(settings.log_level)
     app = create_app(settings)
     if not settings.api.api_keys:

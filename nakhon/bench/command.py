@@ -25,7 +25,7 @@ from nakhon.bench.ceilings import (
 )
 from nakhon.bench.end_to_end import cleanup, run_phase
 from nakhon.cli import configure_logging
-from nakhon.config import Settings
+from nakhon.config import Settings, load_settings
 from nakhon.sandbox import KAFKA, PipelineNamespace, http_ok
 
 log = logging.getLogger("nakhon.bench")
@@ -54,7 +54,7 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
 
 
 def run_bench(args: argparse.Namespace) -> int:
-    settings = Settings()
+    settings = load_settings()
     configure_logging("WARNING" if settings.log_level == "INFO" else settings.log_level)
     report = asyncio.run(_bench(args, settings))
     args.json.parent.mkdir(parents=True, exist_ok=True)

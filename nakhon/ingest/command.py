@@ -9,7 +9,7 @@ import logging
 from prometheus_client import CollectorRegistry
 
 from nakhon.cli import configure_logging
-from nakhon.config import Settings
+from nakhon.config import Settings, load_settings
 from nakhon.health_server import HealthServer
 from nakhon.ingest.gateway import Gateway
 from nakhon.ingest.metrics import GatewayMetrics
@@ -43,7 +43,7 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
 
 
 def run_gateway(args: argparse.Namespace) -> int:
-    settings = Settings()
+    settings = load_settings()
     configure_logging(settings.log_level)
     if args.end_session:
         if end_session(settings.mqtt):

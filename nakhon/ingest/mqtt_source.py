@@ -18,7 +18,6 @@ from dataclasses import dataclass
 from typing import Any
 
 import paho.mqtt.client as mqtt
-from paho.mqtt.enums import CallbackAPIVersion
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 from paho.mqtt.reasoncodes import ReasonCode
@@ -26,6 +25,7 @@ from paho.mqtt.subscribeoptions import SubscribeOptions
 
 from nakhon.config import MqttSettings
 from nakhon.ingest.raw_record import MqttMessage
+from nakhon.mqtt_connection import MqttEndpoint
 
 log = logging.getLogger(__name__)
 
@@ -41,16 +41,15 @@ def end_session(settings: MqttSettings, timeout_s: float = 10.0) -> bool:
     until the session expires. Returns True once the broker confirmed.
     """
     done = threading.Event()
-    client = mqtt.Client(
-        CallbackAPIVersion.VERSION2, client_id=settings.client_id, protocol=mqtt.MQTTv5
-    )
+    endpoint = MqttEndpoint.from_settings(settings)
+    client = endpoint.client(settings.client_id)
     if settings.username:
         password = settings.password.get_secret_value() if settings.password else None
         client.username_pw_set(settings.username, password)
     client.on_connect = lambda *args: done.set()
     props = Properties(PacketTypes.CONNECT)  # type: ignore[no-untyped-call]
     props.SessionExpiryInterval = 0
-    client.connect(settings.host, settings.port, clean_start=True, properties=props)
+    endpoint.connect(client, clean_start=True, properties=props)
     client.loop_start()
     try:
         return done.wait(timeout_s)
@@ -89,12 +88,8 @@ class MqttSource:
         self._connection = 0
         self._accepting = True
         self.connected = False
-        self._client = mqtt.Client(
-            CallbackAPIVersion.VERSION2,
-            client_id=settings.client_id,
-            protocol=mqtt.MQTTv5,
-            manual_ack=True,
-        )
+        self._endpoint = MqttEndpoint.from_settings(settings)
+        self._client = self._endpoint.client(settings.client_id, manual_ack=True)
         if settings.username:
             password = settings.password.get_secret_value() if settings.password else None
             self._client.username_pw_set(settings.username, password)
@@ -102,6 +97,7 @@ class MqttSource:
         self._client.on_connect = self._on_connect
         self._client.on_disconnect = self._on_disconnect
         self._client.on_message = self._on_message
+        self._client.on_subscribe = self._on_subscribe
 
     @property
     def subscriptions(self) -> list[str]:
@@ -115,8 +111,8 @@ class MqttSource:
         props.SessionExpiryInterval = self._settings.session_expiry_s
         props.ReceiveMaximum = self._max_inflight
         self._client.connect_async(
-            self._settings.host,
-            self._settings.port,
+            self._endpoint.host,
+            self._endpoint.port,
             keepalive=self._settings.keepalive_s,
             clean_start=False,
             properties=props,
@@ -153,19 +149,45 @@ class MqttSource:
         properties: Properties | None,
     ) -> None:
         if reason.is_failure:
-            log.error("MQTT broker refused the connection: %s", reason)
+            log.error(
+                "MQTT broker %s refused the connection of %s: %s (check NAKHON_MQTT_USERNAME, "
+                "NAKHON_MQTT_PASSWORD and NAKHON_MQTT_CLIENT_ID: nakhon gateways add prints them)",
+                self._endpoint,
+                self._settings.username or "an anonymous client",
+                reason,
+            )
             return
         self._connection += 1
         self.connected = True
         log.info(
-            "connected to MQTT %s:%d (session %s), subscribing to %s",
-            self._settings.host,
-            self._settings.port,
+            "connected to MQTT %s (session %s), subscribing to %s",
+            self._endpoint,
             "resumed" if flags.session_present else "new",
             ", ".join(self.subscriptions),
         )
         client.subscribe([(s, SubscribeOptions(qos=1)) for s in self.subscriptions])
         self._notify(self._connection, True)
+
+    def _on_subscribe(
+        self,
+        client: mqtt.Client,
+        userdata: Any,
+        mid: int,
+        reasons: list[ReasonCode],
+        properties: Properties | None,
+    ) -> None:
+        refused = [s for s, r in zip(self.subscriptions, reasons, strict=False) if r.is_failure]
+        if refused:
+            # Without these subscriptions the gateway would stand idle while
+            # devices' messages queue nowhere: say so loudly and stay unready.
+            self.subscribed = False
+            log.error(
+                "the broker refused the subscriptions %s (not authorized for this gateway's "
+                "role?); nothing is forwarded from them",
+                ", ".join(refused),
+            )
+        else:
+            self.subscribed = True
 
     def _on_disconnect(
         self,

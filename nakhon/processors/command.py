@@ -9,7 +9,7 @@ import logging
 from prometheus_client import CollectorRegistry
 
 from nakhon.cli import configure_logging
-from nakhon.config import Settings
+from nakhon.config import Settings, load_settings
 from nakhon.health_server import HealthServer
 from nakhon.processors.metrics import ProcessorMetrics
 from nakhon.processors.normalize import NormalizePolicy
@@ -44,7 +44,7 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
 
 
 def run_processor(args: argparse.Namespace) -> int:
-    settings = Settings()
+    settings = load_settings()
     configure_logging(settings.log_level)
     try:
         router = Router(settings.processor.routes, settings.processor.lorawan_city)

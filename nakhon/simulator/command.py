@@ -20,7 +20,7 @@ import psycopg
 from paho.mqtt.enums import CallbackAPIVersion
 
 from nakhon.cli import configure_logging
-from nakhon.config import Settings
+from nakhon.config import load_settings
 from nakhon.processors.aqi import Concentrations, thai_aqi
 from nakhon.simulator.fleet import SimSensor, build_fleet, faulty_payload, payload, utcnow
 
@@ -74,7 +74,7 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
 
 
 def run_simulate(args: argparse.Namespace) -> int:
-    settings = Settings()
+    settings = load_settings()
     configure_logging(settings.log_level)
     fleet = build_fleet(args.sensors)
     metrics_url = args.metrics_url or f"http://127.0.0.1:{settings.processor.metrics_port}/metrics"

@@ -8,7 +8,7 @@ import logging
 import psycopg
 
 from nakhon.cli import configure_logging
-from nakhon.config import Settings
+from nakhon.config import load_settings
 from nakhon.storage.migrate import available_migrations, migrate, timescaledb_edition
 
 log = logging.getLogger("nakhon.migrate")
@@ -24,7 +24,7 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
 
 
 def run_migrate(args: argparse.Namespace) -> int:
-    settings = Settings()
+    settings = load_settings()
     configure_logging(settings.log_level)
     dsn = settings.db.dsn.get_secret_value()
     try:

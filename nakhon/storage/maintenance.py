@@ -26,7 +26,7 @@ import psycopg
 from psycopg import AsyncConnection
 
 from nakhon.cli import configure_logging
-from nakhon.config import RetentionSettings, Settings
+from nakhon.config import RetentionSettings, load_settings
 from nakhon.storage.retention import (
     apply_retention_policies,
     drop_expired_chunks,
@@ -147,7 +147,7 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
 
 
 def run_maintain(args: argparse.Namespace) -> int:
-    settings = Settings()
+    settings = load_settings()
     configure_logging(settings.log_level)
     retention = settings.retention
     maintainer = Maintainer(settings.db.dsn.get_secret_value(), retention)

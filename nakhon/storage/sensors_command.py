@@ -11,7 +11,7 @@ from typing import TextIO
 import psycopg
 
 from nakhon.cli import configure_logging
-from nakhon.config import Settings
+from nakhon.config import load_settings
 from nakhon.storage.sensor_registry import (
     PROGRESS_EVERY,
     ImportResult,
@@ -100,7 +100,7 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
 
 
 def run_import(args: argparse.Namespace) -> int:
-    settings = Settings()
+    settings = load_settings()
     configure_logging(settings.log_level)
     path: Path = args.file
     fmt: RegistryFormat | None = args.format
@@ -167,7 +167,7 @@ _HEADERS = ("sensor_id", "city", "kind", "name", "lat", "lon", "source", "last_s
 
 
 def run_list(args: argparse.Namespace) -> int:
-    settings = Settings()
+    settings = load_settings()
     configure_logging(settings.log_level)
     params = {"city": args.city.lower() if args.city else None, "limit": max(args.limit, 0)}
     try:

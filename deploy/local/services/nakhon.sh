@@ -23,6 +23,8 @@ nakhon_has_command() {
 nakhon_ready() { curl -fsS -o /dev/null --max-time 2 "$1"; }
 
 nakhon_start() {
+  # The services read their generated credentials from here (nakhon/config.py).
+  export NAKHON_ENV_FILE="$ENV_FILE"
   "$NAKHON_BIN" migrate >>"$LOGS/nakhon-migrate.log" 2>&1 \
     || die "nakhon migrate" "$LOGS/nakhon-migrate.log" "the schema migration failed"
   local entry name url

@@ -1,0 +1,504 @@
+"""``nakhon devices|bridges|gateways|broker``: who may publish and subscribe at the broker.
+
+Exit codes: 0 done; 1 refused (exists already, unknown, not registered);
+2 bad arguments; 3 the broker or the database cannot be reached.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import os
+import sys
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import psycopg
+from pydantic import ValidationError
+
+from nakhon.cli import configure_logging
+from nakhon.config import DEFAULT_TOPIC_FILTERS, Settings, load_settings
+from nakhon.identity import provision
+from nakhon.identity.dynsec import DynsecAdmin, DynsecError, write_initial_config
+from nakhon.identity.env_file import read_env_file, update_env_file
+from nakhon.identity.provision import Credentials, ProvisionError
+from nakhon.identity.roles import (
+    Identity,
+    IdentityError,
+    admin_identity,
+    bridge_identity,
+    device_identity,
+    gateway_identity,
+    new_password,
+)
+from nakhon.mqtt_connection import MqttEndpoint
+from nakhon.storage.sensor_registry import SensorRecord
+
+EXIT_OK, EXIT_REFUSED, EXIT_USAGE, EXIT_UNREACHABLE = 0, 1, 2, 3
+
+_ROOT_HELP = (
+    "topic root standing for 'city' (default: city); only for a deployment whose "
+    "routes (NAKHON_PROCESSOR_ROUTES) use another root"
+)
+
+
+def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    _register_devices(sub)
+    _register_bridges(sub)
+    _register_gateways(sub)
+    _register_broker(sub)
+
+
+# devices -----------------------------------------------------------------------
+
+
+def _register_devices(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    p = sub.add_parser(
+        "devices",
+        help="sensors' MQTT credentials: add, import, rotate, revoke, list",
+        description=(
+            "Each device connects to the broker with its own username (its sensor id) and "
+            "password, and may publish only under city/<its city>/<its id>/. Needs the "
+            "broker's admin password (NAKHON_MQTT_ADMIN_PASSWORD; make up writes it to "
+            ".nakhon/secrets/local.env) and, to register sensors, the database."
+        ),
+    )
+    cmds = p.add_subparsers(title="commands", metavar="COMMAND", required=True)
+
+    add = cmds.add_parser(
+        "add",
+        help="register a sensor and create its MQTT client; prints its password once",
+        description=(
+            "Register SENSOR_ID in CITY (sensor registry) and create its MQTT client. "
+            "Prints the username, the password (generated unless --password is given; "
+            "shown once, never stored in clear) and the topics it may publish to."
+        ),
+    )
+    add.add_argument("sensor_id", metavar="SENSOR_ID", help="1-64 of [a-z0-9_-]")
+    add.add_argument("--city", required=True, help="a registered city id (nakhon cities list)")
+    add.add_argument("--password", help="use this password instead of a generated one")
+    add.add_argument("--kind", help="sensor kind for the registry, e.g. air_quality")
+    add.add_argument("--name", help="a human name for the registry")
+    add.add_argument("--lat", type=float, help="latitude (with --lon)")
+    add.add_argument("--lon", type=float, help="longitude (with --lat)")
+    add.add_argument("--topic-root", default="city", help=_ROOT_HELP)
+    add.add_argument("--json", action="store_true", help="print one JSON object")
+    add.set_defaults(func=run_devices_add)
+
+    imp = cmds.add_parser(
+        "import",
+        help="add a whole fleet from a CSV file, idempotently",
+        description=(
+            "Columns sensor_id,city and optionally password,kind,name,lat,lon. Devices that "
+            "already have credentials are left as they are (reported unchanged). Generated "
+            "passwords go to --credentials-out (created mode 600, default FILE with "
+            ".credentials.csv), never to the screen or the log."
+        ),
+    )
+    imp.add_argument("file", metavar="FILE.csv", type=Path)
+    imp.add_argument("--credentials-out", type=Path, help="where to write the new credentials")
+    imp.add_argument("--topic-root", default="city", help=_ROOT_HELP)
+    imp.set_defaults(func=run_devices_import)
+
+    for name, helptext, func in (
+        ("rotate", "issue a new password (the device is disconnected at once)", run_rotate),
+        ("revoke", "delete the device's credentials (disconnected at once)", run_revoke),
+    ):
+        c = cmds.add_parser(name, help=helptext, description=helptext)
+        c.add_argument("sensor_id", metavar="SENSOR_ID")
+        if name == "rotate":
+            c.add_argument("--password", help="use this password instead of a generated one")
+            c.add_argument("--json", action="store_true", help="print one JSON object")
+        c.set_defaults(func=func, kind="device")
+
+    ls = cmds.add_parser("list", help="every client the broker knows, with its topics")
+    ls.add_argument("--json", action="store_true", help="print a JSON list")
+    ls.set_defaults(func=run_list, kind="device")
+
+
+def run_devices_add(args: argparse.Namespace) -> int:
+    try:
+        identity = device_identity(args.sensor_id, args.city, args.topic_root)
+        record = SensorRecord(
+            sensor_id=args.sensor_id,
+            city=args.city,
+            kind=args.kind,
+            name=args.name,
+            lat=args.lat,
+            lon=args.lon,
+        )
+    except (IdentityError, ValidationError) as exc:
+        return _usage_error(exc)
+    settings = _settings()
+
+    def add(admin: DynsecAdmin) -> int:
+        provision.register_sensors(settings.db.dsn.get_secret_value(), [record])
+        [creds] = provision.create(admin, [(identity, args.password)])
+        _print_credentials(creds, args.json)
+        return EXIT_OK
+
+    return _with_admin(settings, add)
+
+
+def run_devices_import(args: argparse.Namespace) -> int:
+    path: Path = args.file
+    out: Path = args.credentials_out or path.with_suffix(".credentials.csv")
+    try:
+        rows = _read_device_csv(path, args.topic_root)
+    except (OSError, ValueError) as exc:
+        return _usage_error(exc)
+    settings = _settings()
+
+    def run(admin: DynsecAdmin) -> int:
+        existing = provision.existing_usernames(admin)
+        new = [(i, rec, pw) for i, rec, pw in rows if i.username not in existing]
+        print(f"{path}: {len(rows)} devices, {len(rows) - len(new)} unchanged, {len(new)} new")
+        if not new:
+            return EXIT_OK
+        provision.register_sensors(settings.db.dsn.get_secret_value(), [r for _, r, _ in new])
+        created: list[Credentials] = []
+        for start in range(0, len(new), 500):
+            chunk = new[start : start + 500]
+            created += provision.create(admin, [(i, pw) for i, _, pw in chunk])
+            print(f"  created {len(created)}/{len(new)}", file=sys.stderr)
+        _write_credentials_csv(out, created)
+        print(f"credentials of the {len(created)} new devices: {out} (mode 600)")
+        return EXIT_OK
+
+    return _with_admin(settings, run)
+
+
+def _read_device_csv(
+    path: Path, topic_root: str
+) -> list[tuple[Identity, SensorRecord, str | None]]:
+    with path.open(newline="", encoding="utf-8") as f:
+        reader = csv.DictReader(f)
+        header = {h.strip().lower() for h in reader.fieldnames or []}
+        if not {"sensor_id", "city"} <= header:
+            raise ValueError(f"{path}: the header must name at least sensor_id and city")
+        rows = []
+        errors = []
+        for line, raw in enumerate(reader, 2):
+            row = {k.strip().lower(): (v or "").strip() for k, v in raw.items() if k}
+            try:
+                record = SensorRecord.model_validate(
+                    {
+                        "sensor_id": row["sensor_id"],
+                        "city": row["city"],
+                        "kind": row.get("kind") or None,
+                        "name": row.get("name") or None,
+                        "lat": row.get("lat") or None,
+                        "lon": row.get("lon") or None,
+                    }
+                )
+                identity = device_identity(record.sensor_id, record.city, topic_root)
+            except (ValidationError, IdentityError) as exc:
+                errors.append(f"line {line}: {str(exc).splitlines()[0]}")
+                continue
+            rows.append((identity, record, row.get("password") or None))
+    if errors:
+        raise ValueError(
+            f"{path}: {len(errors)} bad rows, nothing imported:\n  " + "\n  ".join(errors[:20])
+        )
+    return rows
+
+
+def _write_credentials_csv(path: Path, creds: list[Credentials]) -> None:
+    """Create ``path`` readable by its owner only, before any secret is written to it."""
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    os.fchmod(fd, 0o600)
+    with os.fdopen(fd, "w", newline="", encoding="utf-8") as f:
+        w = csv.writer(f)
+        w.writerow(["username", "password", "topic_prefix"])
+        for c in creds:
+            w.writerow([c.username, c.password, c.topic_prefix or ""])
+
+
+# bridges and gateways --------------------------------------------------------
+
+
+def _register_bridges(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    p = sub.add_parser(
+        "bridges",
+        help="integrations that publish for many devices (LoRaWAN servers, vendor clouds)",
+        description=(
+            "A bridge (The Things Stack on v3/#, ChirpStack on application/#, a vendor cloud "
+            "on city/khon_kaen/#) connects as bridge:<NAME> and may publish only under its "
+            "--topic filters."
+        ),
+    )
+    cmds = p.add_subparsers(title="commands", metavar="COMMAND", required=True)
+    add = cmds.add_parser("add", help="create a bridge; prints its password once")
+    add.add_argument("name", metavar="NAME", help="1-64 of [a-z0-9_-]")
+    add.add_argument(
+        "--topic",
+        action="append",
+        required=True,
+        metavar="FILTER",
+        help="a topic filter it may publish to (repeat for several), e.g. 'v3/my-app@ttn/#'",
+    )
+    add.add_argument("--password", help="use this password instead of a generated one")
+    add.add_argument("--json", action="store_true", help="print one JSON object")
+    add.set_defaults(func=run_add, kind="bridge")
+    _register_rotate_revoke_list(cmds, "bridge")
+
+
+def _register_gateways(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    p = sub.add_parser(
+        "gateways",
+        help="Nakhon gateways' MQTT credentials (the only readers of device topics)",
+        description=(
+            "A gateway connects as gateway:<NAME> with a random client id the broker "
+            "requires, and may only subscribe to $share/<GROUP>/<filter>."
+        ),
+    )
+    cmds = p.add_subparsers(title="commands", metavar="COMMAND", required=True)
+    add = cmds.add_parser(
+        "add",
+        help="create a gateway; prints its password and client id once",
+        description=(
+            "Create gateway NAME. --env-file writes NAKHON_MQTT_USERNAME, _PASSWORD and "
+            "_CLIENT_ID into FILE (mode 600; other lines kept) instead of printing them."
+        ),
+    )
+    add.add_argument("name", metavar="NAME", help="1-64 of [a-z0-9_-]")
+    add.add_argument("--share-group", default="nakhon", help="shared subscription group")
+    add.add_argument(
+        "--topic",
+        action="append",
+        metavar="FILTER",
+        help=f"a filter it may read (repeat; default: {' '.join(DEFAULT_TOPIC_FILTERS)})",
+    )
+    add.add_argument("--password", help="use this password instead of a generated one")
+    add.add_argument("--json", action="store_true", help="print one JSON object")
+    add.add_argument("--env-file", type=Path, help="write the credentials into this env file")
+    add.set_defaults(func=run_add, kind="gateway")
+    _register_rotate_revoke_list(cmds, "gateway")
+
+
+def _register_rotate_revoke_list(
+    cmds: argparse._SubParsersAction[argparse.ArgumentParser], kind: str
+) -> None:
+    rot = cmds.add_parser("rotate", help=f"a new password for a {kind} (disconnected at once)")
+    rot.add_argument("name", metavar="NAME")
+    rot.add_argument("--password", help="use this password instead of a generated one")
+    rot.add_argument("--json", action="store_true", help="print one JSON object")
+    rot.set_defaults(func=run_rotate, kind=kind)
+    rev = cmds.add_parser("revoke", help=f"delete a {kind}'s credentials (disconnected at once)")
+    rev.add_argument("name", metavar="NAME")
+    rev.set_defaults(func=run_revoke, kind=kind)
+    ls = cmds.add_parser("list", help="every client the broker knows, with its topics")
+    ls.add_argument("--json", action="store_true", help="print a JSON list")
+    ls.set_defaults(func=run_list, kind=kind)
+
+
+def run_add(args: argparse.Namespace) -> int:
+    try:
+        if args.kind == "bridge":
+            identity = bridge_identity(args.name, args.topic)
+        else:
+            identity = gateway_identity(
+                args.name, args.share_group, args.topic or DEFAULT_TOPIC_FILTERS
+            )
+    except IdentityError as exc:
+        return _usage_error(exc)
+    settings = _settings()
+
+    def add(admin: DynsecAdmin) -> int:
+        [creds] = provision.create(admin, [(identity, args.password)])
+        if getattr(args, "env_file", None):
+            update_env_file(args.env_file, _gateway_env(creds))
+            print(f"gateway {creds.username}: credentials written to {args.env_file}")
+        else:
+            _print_credentials(creds, args.json)
+        return EXIT_OK
+
+    return _with_admin(settings, add)
+
+
+def _gateway_env(creds: Credentials) -> dict[str, str]:
+    return {
+        "NAKHON_MQTT_USERNAME": creds.username,
+        "NAKHON_MQTT_PASSWORD": creds.password,
+        "NAKHON_MQTT_CLIENT_ID": creds.clientid or "",
+    }
+
+
+def _identity_named(kind: str, name: str) -> Identity:
+    """Enough of an existing identity to find its client and role (ACLs not needed)."""
+    if kind == "device":
+        return Identity("device", name, f"device:{name}", ())
+    return Identity(kind, f"{kind}:{name}", f"{kind}:{name}", ())  # type: ignore[arg-type]
+
+
+def run_rotate(args: argparse.Namespace) -> int:
+    name = getattr(args, "sensor_id", None) or args.name
+    identity = _identity_named(args.kind, name)
+    settings = _settings()
+
+    def rot(admin: DynsecAdmin) -> int:
+        password = provision.rotate(admin, identity.username, args.password)
+        creds = Credentials(identity.username, password, args.kind)
+        if args.json:
+            print(json.dumps({"username": creds.username, "password": password}))
+        else:
+            print(f"new password of {identity.username} (shown once): {password}")
+        return EXIT_OK
+
+    return _with_admin(settings, rot)
+
+
+def run_revoke(args: argparse.Namespace) -> int:
+    name = getattr(args, "sensor_id", None) or args.name
+    identity = _identity_named(args.kind, name)
+    settings = _settings()
+
+    def rev(admin: DynsecAdmin) -> int:
+        provision.revoke(admin, identity)
+        print(f"revoked {identity.username}: disconnected, and refused from now on")
+        return EXIT_OK
+
+    return _with_admin(settings, rev)
+
+
+def run_list(args: argparse.Namespace) -> int:
+    settings = _settings()
+
+    def ls(admin: DynsecAdmin) -> int:
+        rows = [r for r in provision.list_identities(admin) if r["kind"] == args.kind]
+        if args.json:
+            print(json.dumps(rows, indent=1))
+            return EXIT_OK
+        for r in rows:
+            topics = r["publish"] + [f"sub {t}" for t in r["subscribe"]]
+            state = "" if r["enabled"] else " (disabled)"
+            print(f"{r['username']:<40} {', '.join(topics)}{state}")
+        print(f"{len(rows)} {args.kind}s")
+        return EXIT_OK
+
+    return _with_admin(settings, ls)
+
+
+# broker init -------------------------------------------------------------------
+
+
+def _register_broker(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    p = sub.add_parser(
+        "broker",
+        help="set up Mosquitto's dynamic security file for a new broker",
+        description="Commands for the MQTT broker itself.",
+    )
+    cmds = p.add_subparsers(title="commands", metavar="COMMAND", required=True)
+    init = cmds.add_parser(
+        "init",
+        help="write the dynamic security file: the admin and the first gateway",
+        description=(
+            "Create Mosquitto's dynamic security file DYNSEC_FILE (mode 600) holding the "
+            "admin (admin:nakhon) and gateway GATEWAY with generated passwords, everything "
+            "else refused, and write their credentials into ENV_FILE (mode 600) as "
+            "NAKHON_MQTT_* lines. Does nothing if both exist already. Load the file with "
+            "'plugin .../mosquitto_dynamic_security.so' and 'plugin_opt_config_file'."
+        ),
+    )
+    init.add_argument("--dynsec-file", type=Path, required=True, metavar="DYNSEC_FILE")
+    init.add_argument("--env-file", type=Path, required=True, metavar="ENV_FILE")
+    init.add_argument("--gateway", default="local", metavar="GATEWAY", help="default: local")
+    init.add_argument("--share-group", default="nakhon", help="default: nakhon")
+    init.set_defaults(func=run_broker_init)
+
+
+def run_broker_init(args: argparse.Namespace) -> int:
+    dynsec: Path = args.dynsec_file
+    env_file: Path = args.env_file
+    env = read_env_file(env_file)
+    if dynsec.exists():
+        if env.get("NAKHON_MQTT_ADMIN_PASSWORD") and env.get("NAKHON_MQTT_PASSWORD"):
+            print(f"{dynsec} exists, credentials in {env_file}: nothing to do")
+            return EXIT_OK
+        print(
+            f"error: {dynsec} exists but {env_file} lacks the credentials made with it; "
+            "delete both to start over (make clean does)",
+            file=sys.stderr,
+        )
+        return EXIT_REFUSED
+    admin_pw, gateway_pw = new_password(), new_password()
+    gateway = gateway_identity(args.gateway, args.share_group, DEFAULT_TOPIC_FILTERS)
+    write_initial_config(dynsec, [(admin_identity(), admin_pw), (gateway, gateway_pw)])
+    update_env_file(
+        env_file,
+        {"NAKHON_MQTT_ADMIN_PASSWORD": admin_pw}
+        | _gateway_env(Credentials.of(gateway, gateway_pw)),
+    )
+    print(f"wrote {dynsec} (admin and gateway {args.gateway}) and their credentials to {env_file}")
+    return EXIT_OK
+
+
+# shared ------------------------------------------------------------------------
+
+
+def _settings() -> Settings:
+    settings = load_settings()
+    configure_logging(settings.log_level)
+    return settings
+
+
+def _with_admin(settings: Settings, action: Callable[[DynsecAdmin], int]) -> int:
+    """Run ``action`` with an admin connection, turning known failures into exit codes."""
+    password = settings.mqtt.admin_password
+    if password is None:
+        print(
+            "error: NAKHON_MQTT_ADMIN_PASSWORD is not set (the local stack keeps it in "
+            ".nakhon/secrets/local.env: run this from the checkout, after make up)",
+            file=sys.stderr,
+        )
+        return EXIT_USAGE
+    try:
+        with _admin(settings, password.get_secret_value()) as admin:
+            return action(admin)
+    except ProvisionError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return EXIT_REFUSED
+    except DynsecError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return EXIT_UNREACHABLE
+    except psycopg.OperationalError as exc:
+        print(f"error: cannot reach the database: {exc}", file=sys.stderr)
+        return EXIT_UNREACHABLE
+    except psycopg.Error as exc:
+        print(f"error: the database refused ({exc}); has 'nakhon migrate' run?", file=sys.stderr)
+        return EXIT_UNREACHABLE
+
+
+@contextmanager
+def _admin(settings: Settings, password: str) -> Iterator[DynsecAdmin]:
+    with DynsecAdmin(MqttEndpoint.from_settings(settings.mqtt), password) as admin:
+        yield admin
+
+
+def _print_credentials(creds: Credentials, as_json: bool) -> None:
+    if as_json:
+        print(json.dumps(creds.to_json()))
+        return
+    lines: list[tuple[str, Any]] = [
+        ("username", creds.username),
+        ("password", f"{creds.password}   (shown once: store it now)"),
+    ]
+    if creds.clientid:
+        lines.append(("client id", f"{creds.clientid}   (required: the broker refuses others)"))
+    if creds.publish:
+        lines.append(("may publish to", ", ".join(creds.publish)))
+    if creds.subscribe:
+        lines.append(("may subscribe to", ", ".join(creds.subscribe)))
+    for k, v in lines:
+        print(f"{k + ':':<17} {v}")
+
+
+def _usage_error(exc: Exception) -> int:
+    text = str(exc)
+    if isinstance(exc, ValidationError):
+        text = "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors())
+    print(f"error: {text}", file=sys.stderr)
+    return EXIT_USAGE
