@@ -24,9 +24,15 @@ from pathlib import Path
 
 from aiokafka import AIOKafkaConsumer
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+from pydantic import SecretStr
 
-from nakhon.config import MqttSettings
+from nakhon.config import MqttSettings, load_settings
+from nakhon.identity import provision
+from nakhon.identity.dynsec import DynsecAdmin
+from nakhon.identity.provision import Credentials
+from nakhon.identity.roles import Identity, bridge_identity, gateway_identity
 from nakhon.ingest.mqtt_source import end_session
+from nakhon.mqtt_connection import MqttEndpoint
 
 REPO = Path(__file__).resolve().parents[1]
 LOGS = REPO / ".nakhon" / "logs" / "sandbox"
@@ -104,11 +110,23 @@ class Service:
         return self.proc.wait(timeout)
 
 
+def broker_admin() -> DynsecAdmin:
+    """An admin connection to the local broker, with the stack's generated admin password."""
+    settings = load_settings()
+    if settings.mqtt.admin_password is None:
+        raise SandboxError("no NAKHON_MQTT_ADMIN_PASSWORD: run make up first (it generates one)")
+    endpoint = MqttEndpoint.from_settings(settings.mqtt)
+    return DynsecAdmin(endpoint, settings.mqtt.admin_password.get_secret_value())
+
+
 @dataclass
 class PipelineNamespace:
     name: str = field(default_factory=lambda: f"t{uuid.uuid4().hex[:10]}")
     batch_max_records: int = 5000
     services: list[Service] = field(default_factory=list)
+    #: Filled by :meth:`prepare`: the namespace's gateway and its publishing bridge.
+    gateway_credentials: Credentials | None = None
+    publisher_credentials: Credentials | None = None
 
     @property
     def root(self) -> str:
@@ -130,6 +148,23 @@ class PipelineNamespace:
     def topic(self, city: str, sensor: str, fmt: str) -> str:
         return f"{self.root}/{city}/{sensor}/{fmt}"
 
+    @property
+    def topic_filters(self) -> list[str]:
+        return [f"{self.root}/#", f"{self.root}-ttn/#", f"{self.root}-cs/#"]
+
+    def _identities(self) -> tuple[Identity, Identity]:
+        gateway = gateway_identity(self.name, self.name, self.topic_filters)
+        return gateway, bridge_identity(self.name, self.topic_filters)
+
+    async def prepare(self) -> None:
+        """Create the namespace's Kafka topics and its gateway's and publisher's credentials."""
+        await self.create_topics()
+        gateway, publisher = self._identities()
+        with broker_admin() as admin:
+            self.gateway_credentials, self.publisher_credentials = provision.create(
+                admin, [(gateway, None), (publisher, None)]
+            )
+
     def env(self) -> dict[str, str]:
         fmts = ["senml", "senml-cbor", "json", "ngsi", "position"]
         routes = [f"{self.root}/{{city}}/{{sensor_id}}/{f}={f}" for f in fmts]
@@ -137,13 +172,17 @@ class PipelineNamespace:
             f"{self.root}-ttn/v3/{{app}}/devices/{{sensor_id}}/up=tts-v3",
             f"{self.root}-cs/application/{{app}}/device/{{sensor_id}}/event/up=chirpstack-v4",
         ]
-        filters = [f"{self.root}/#", f"{self.root}-ttn/#", f"{self.root}-cs/#"]
+        gw = self.gateway_credentials
+        if gw is None:
+            raise SandboxError("call prepare() first: the gateway needs its credentials")
         env = {k: v for k, v in os.environ.items() if not k.startswith("NAKHON_")}
         env.update(
             {
-                "NAKHON_MQTT_TOPIC_FILTERS": json.dumps(filters),
+                "NAKHON_MQTT_TOPIC_FILTERS": json.dumps(self.topic_filters),
                 "NAKHON_MQTT_SHARE_GROUP": self.name,
-                "NAKHON_MQTT_CLIENT_ID": f"{self.name}-gateway",
+                "NAKHON_MQTT_USERNAME": gw.username,
+                "NAKHON_MQTT_PASSWORD": gw.password,
+                "NAKHON_MQTT_CLIENT_ID": gw.clientid or "",
                 "NAKHON_KAFKA_RAW_TOPIC": self.raw_topic,
                 "NAKHON_KAFKA_READINGS_TOPIC": self.readings_topic,
                 "NAKHON_KAFKA_DEADLETTER_TOPIC": self.deadletter_topic,
@@ -192,8 +231,20 @@ class PipelineNamespace:
             if svc.proc is not None and svc.proc.poll() is None:
                 svc.proc.kill()
                 svc.proc.wait(10)
+        gw = self.gateway_credentials
+        if gw is None:
+            return
         if any(svc.command == "gateway" for svc in self.services):
-            end_session(MqttSettings(client_id=f"{self.name}-gateway"))
+            end_session(
+                MqttSettings(
+                    username=gw.username,
+                    password=SecretStr(gw.password),
+                    client_id=gw.clientid or "",
+                )
+            )
+        with broker_admin() as admin:
+            for identity in self._identities():
+                provision.revoke(admin, identity)
 
     async def dead_letters(self, expect: int, wait_s: float = 30) -> list[dict[str, object]]:
         """Read ``expect`` records of the namespace's dead-letter topic."""

@@ -8,6 +8,7 @@ import paho.mqtt.client as mqtt
 import psycopg
 from paho.mqtt.enums import CallbackAPIVersion
 
+from nakhon.identity.provision import Credentials
 from nakhon.sandbox import PipelineNamespace, wait_until
 
 __all__ = ["DSN", "PipelineNamespace", "Publisher", "count_rows", "senml", "wait_until"]
@@ -16,10 +17,15 @@ DSN = "postgresql://nakhon:nakhon@127.0.0.1:5432/nakhon"
 
 
 class Publisher:
-    """A QoS 1 MQTT publisher that waits for each PUBACK from the broker."""
+    """A QoS 1 MQTT publisher that waits for each PUBACK from the broker.
 
-    def __init__(self) -> None:
+    It connects as ``credentials`` (a namespace's publishing bridge, or a device).
+    """
+
+    def __init__(self, credentials: Credentials | None) -> None:
+        assert credentials is not None, "prepare() the namespace first"
         self._client = mqtt.Client(CallbackAPIVersion.VERSION2, protocol=mqtt.MQTTv5)
+        self._client.username_pw_set(credentials.username, credentials.password)
         self._client.max_inflight_messages_set(1000)
         self._client.connect("127.0.0.1", 1883)
         self._client.loop_start()

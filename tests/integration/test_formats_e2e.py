@@ -36,7 +36,7 @@ ReadingRow = tuple[datetime, str, str, float, str]
 async def ns(stack: Stack) -> AsyncIterator[PipelineNamespace]:
     """One namespace with a running gateway and processor for every test of the module."""
     namespace = PipelineNamespace()
-    await namespace.create_topics()
+    await namespace.prepare()
     try:
         namespace.gateway().start()
         namespace.processor().start()
@@ -53,8 +53,8 @@ async def ns(stack: Stack) -> AsyncIterator[PipelineNamespace]:
 
 
 @pytest.fixture(scope="module")
-def publisher(stack: Stack) -> Iterator[Publisher]:
-    pub = Publisher()
+def publisher(ns: PipelineNamespace) -> Iterator[Publisher]:
+    pub = Publisher(ns.publisher_credentials)
     yield pub
     pub.close()
 

@@ -30,14 +30,14 @@ from tests.integration.pipeline_harness import (
 @pytest.fixture
 async def ns(stack: Stack) -> AsyncIterator[PipelineNamespace]:
     namespace = PipelineNamespace()
-    await namespace.create_topics()
+    await namespace.prepare()
     yield namespace
     namespace.stop_all()
 
 
 @pytest.fixture
-def publisher(stack: Stack) -> Iterator[Publisher]:
-    pub = Publisher()
+def publisher(ns: PipelineNamespace) -> Iterator[Publisher]:
+    pub = Publisher(ns.publisher_credentials)
     yield pub
     pub.close()
 

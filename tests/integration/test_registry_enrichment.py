@@ -39,7 +39,7 @@ def uplink(device_id: str, pm25: float) -> bytes:
 @pytest.fixture
 async def strict_ns(stack: Stack) -> AsyncIterator[PipelineNamespace]:
     namespace = PipelineNamespace()
-    await namespace.create_topics()
+    await namespace.prepare()
     with psycopg.connect(DSN) as conn:
         conn.execute(
             "INSERT INTO sensors (sensor_id, city, kind, source) VALUES (%s, 'khon_kaen',"
@@ -54,8 +54,8 @@ async def strict_ns(stack: Stack) -> AsyncIterator[PipelineNamespace]:
 
 
 @pytest.fixture
-def publisher(stack: Stack) -> Iterator[Publisher]:
-    pub = Publisher()
+def publisher(strict_ns: PipelineNamespace) -> Iterator[Publisher]:
+    pub = Publisher(strict_ns.publisher_credentials)
     yield pub
     pub.close()
 

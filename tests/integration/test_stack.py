@@ -11,33 +11,47 @@ import paho.mqtt.client as mqtt
 import psycopg
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from paho.mqtt.enums import CallbackAPIVersion
+from paho.mqtt.reasoncodes import ReasonCode
 
+from nakhon.identity import provision
+from nakhon.identity.roles import bridge_identity, gateway_identity
+from nakhon.sandbox import broker_admin
 from tests.integration.conftest import REPO, STACK_SCRIPT, Stack
 
 
-def test_mqtt_qos1_round_trip(stack: Stack) -> None:
-    topic = f"nakhon-test/{uuid.uuid4().hex}"
+def test_mqtt_qos1_round_trip_between_a_bridge_and_a_gateway(stack: Stack) -> None:
+    name = f"t{uuid.uuid4().hex[:10]}"
+    topic = f"{name}/{uuid.uuid4().hex}"
+    gateway = gateway_identity(name, name, [f"{name}/#"])
+    bridge = bridge_identity(name, [f"{name}/#"])
+    with broker_admin() as admin:
+        gw_creds, bridge_creds = provision.create(admin, [(gateway, None), (bridge, None)])
     got: list[mqtt.MQTTMessage] = []
     subscribed = threading.Event()
     received = threading.Event()
 
-    def on_subscribe(client: mqtt.Client, *_: object) -> None:
-        subscribed.set()
+    def on_subscribe(
+        client: mqtt.Client, userdata: object, mid: int, reasons: list[ReasonCode], props: object
+    ) -> None:
+        if not any(r.is_failure for r in reasons):
+            subscribed.set()
 
     def on_message(client: mqtt.Client, userdata: object, msg: mqtt.MQTTMessage) -> None:
         got.append(msg)
         received.set()
 
-    sub = mqtt.Client(CallbackAPIVersion.VERSION2, protocol=mqtt.MQTTv5)
+    sub = mqtt.Client(CallbackAPIVersion.VERSION2, gw_creds.clientid or "", protocol=mqtt.MQTTv5)
+    sub.username_pw_set(gw_creds.username, gw_creds.password)
     sub.on_subscribe = on_subscribe
     sub.on_message = on_message
     sub.connect(stack.mqtt_host, stack.mqtt_port)
     sub.loop_start()
     pub = mqtt.Client(CallbackAPIVersion.VERSION2, protocol=mqtt.MQTTv5)
+    pub.username_pw_set(bridge_creds.username, bridge_creds.password)
     pub.connect(stack.mqtt_host, stack.mqtt_port)
     pub.loop_start()
     try:
-        sub.subscribe(topic, qos=1)
+        sub.subscribe(f"$share/{name}/{topic}", qos=1)
         assert subscribed.wait(5)
         info = pub.publish(topic, b"\x00hello\xff", qos=1)
         info.wait_for_publish(5)
@@ -49,6 +63,9 @@ def test_mqtt_qos1_round_trip(stack: Stack) -> None:
         for c in (sub, pub):
             c.disconnect()
             c.loop_stop()
+        with broker_admin() as admin:
+            provision.revoke(admin, gateway)
+            provision.revoke(admin, bridge)
 
 
 async def test_kafka_produce_consume_round_trip(stack: Stack) -> None:
