@@ -37,6 +37,9 @@ from nakhon.mqtt_connection import MqttEndpoint
 REPO = Path(__file__).resolve().parents[1]
 LOGS = REPO / ".nakhon" / "logs" / "sandbox"
 KAFKA = "127.0.0.1:9092"
+#: The local stack's TLS listener and the CA that signed its certificate (make up).
+MQTT_TLS_PORT = 8883
+LOCAL_CA = REPO / ".nakhon" / "tls" / "ca.crt"
 
 
 class SandboxError(RuntimeError):

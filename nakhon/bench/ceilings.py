@@ -21,37 +21,49 @@ import psycopg
 from aiokafka import AIOKafkaProducer
 from paho.mqtt.enums import CallbackAPIVersion
 
+from nakhon.bench.mqtt_logins import Broker, c_client_env
+from nakhon.identity.provision import Credentials
 from nakhon.records import Reading
 from nakhon.storage.writer import ReadingWriter
 
+#: A registered city (migrations seed it): readings of unregistered cities are refused.
+BENCH_CITY = "khon_kaen"
 PAYLOAD = b'[{"bn":"bench:","bt":1795000000.123456,"n":"pm2_5","u":"ug/m3","v":37.5}]'
 
 
-def mosquitto_c_ceiling(messages: int, host: str = "127.0.0.1", port: int = 1883) -> float:
+def mosquitto_c_ceiling(messages: int, broker: Broker, topic_root: str = "nakhon-bench") -> float:
     """QoS 1 messages/s through Mosquitto between its own C clients (mosquitto_pub/_sub)."""
-    topic = f"nakhon-bench/{uuid.uuid4().hex}"
-    common = ["-h", host, "-p", str(port), "-q", "1", "-t", topic]
-    sub = subprocess.Popen(  # noqa: S603  (fixed command line)
-        ["/usr/bin/mosquitto_sub", *common, "-C", str(messages)], stdout=subprocess.DEVNULL
-    )
-    try:
-        time.sleep(0.5)  # let the subscription settle before the clock starts
-        lines = b"\n".join([PAYLOAD] * messages) + b"\n"
-        started = time.perf_counter()
-        subprocess.run(  # noqa: S603
-            ["/usr/bin/mosquitto_pub", *common, "-l"], input=lines, check=True, timeout=120
+    topic = f"{topic_root}/{uuid.uuid4().hex}"
+    sub_topic = f"$share/{broker.share_group}/{topic}" if broker.share_group else topic
+    with c_client_env(broker) as env:
+        sub = subprocess.Popen(  # noqa: S603  (fixed command line)
+            ["/usr/bin/mosquitto_sub", "-q", "1", "-t", sub_topic, "-C", str(messages)],
+            stdout=subprocess.DEVNULL,
+            env=env,
         )
-        sub.wait(120)
-        return messages / (time.perf_counter() - started)
-    finally:
-        if sub.poll() is None:
-            sub.kill()
-            sub.wait()
+        try:
+            time.sleep(0.5)  # let the subscription settle before the clock starts
+            lines = b"\n".join([PAYLOAD] * messages) + b"\n"
+            started = time.perf_counter()
+            subprocess.run(  # noqa: S603
+                ["/usr/bin/mosquitto_pub", "-q", "1", "-t", topic, "-l"],
+                input=lines,
+                check=True,
+                timeout=120,
+                env=env,
+            )
+            sub.wait(120)
+            return messages / (time.perf_counter() - started)
+        finally:
+            if sub.poll() is None:
+                sub.kill()
+                sub.wait()
 
 
-def mosquitto_ceiling(messages: int, host: str = "127.0.0.1", port: int = 1883) -> float:
+def mosquitto_ceiling(messages: int, broker: Broker, topic_root: str = "nakhon-bench") -> float:
     """QoS 1 messages/s through Mosquitto from one paho publisher to one paho subscriber."""
-    topic = f"nakhon-bench/{uuid.uuid4().hex}"
+    topic = f"{topic_root}/{uuid.uuid4().hex}"
+    sub_topic = f"$share/{broker.share_group}/{topic}" if broker.share_group else topic
     received = 0
     all_in = threading.Event()
     subscribed = threading.Event()
@@ -62,16 +74,16 @@ def mosquitto_ceiling(messages: int, host: str = "127.0.0.1", port: int = 1883) 
         if received >= messages:
             all_in.set()
 
-    sub = mqtt.Client(CallbackAPIVersion.VERSION2, protocol=mqtt.MQTTv5)
+    sub = _paho(broker.subscriber)
     sub.on_message = on_message
     sub.on_subscribe = lambda *_: subscribed.set()
-    sub.connect(host, port)
+    sub.connect(broker.host, broker.port)
     sub.loop_start()
-    sub.subscribe(topic, qos=1)
+    sub.subscribe(sub_topic, qos=1)
     subscribed.wait(10)
-    pub = mqtt.Client(CallbackAPIVersion.VERSION2, protocol=mqtt.MQTTv5)
+    pub = _paho(broker.publisher)
     pub.max_inflight_messages_set(1000)
-    pub.connect(host, port)
+    pub.connect(broker.host, broker.port)
     pub.loop_start()
     try:
         started = time.perf_counter()
@@ -83,6 +95,17 @@ def mosquitto_ceiling(messages: int, host: str = "127.0.0.1", port: int = 1883) 
         for c in (pub, sub):
             c.disconnect()
             c.loop_stop()
+
+
+def _paho(creds: Credentials | None) -> mqtt.Client:
+    client = mqtt.Client(
+        CallbackAPIVersion.VERSION2,
+        client_id=(creds.clientid or "") if creds else "",
+        protocol=mqtt.MQTTv5,
+    )
+    if creds is not None:
+        client.username_pw_set(creds.username, creds.password)
+    return client
 
 
 async def kafka_produce_ceiling(records: int, topic: str, bootstrap: str) -> float:
@@ -115,7 +138,7 @@ async def copy_ceiling(rows: int, dsn: str, batch: int = 5000) -> float:
     prefix = f"bench-copy-{uuid.uuid4().hex[:8]}-"
     base = datetime(2026, 11, 1, tzinfo=UTC)
     readings = [
-        Reading(base + timedelta(seconds=i // 100), f"{prefix}{i % 100}", "pm2_5", 20.0, "bench")
+        Reading(base + timedelta(seconds=i // 100), f"{prefix}{i % 100}", "pm2_5", 20.0, BENCH_CITY)
         for i in range(rows)
     ]
     async with ReadingWriter(dsn) as writer:

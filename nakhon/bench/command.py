@@ -24,9 +24,10 @@ from nakhon.bench.ceilings import (
     mosquitto_ceiling,
 )
 from nakhon.bench.end_to_end import cleanup, run_phase
+from nakhon.bench.mqtt_logins import Broker, open_broker
 from nakhon.cli import configure_logging
 from nakhon.config import Settings, load_settings
-from nakhon.sandbox import KAFKA, PipelineNamespace, http_ok
+from nakhon.sandbox import KAFKA, LOCAL_CA, MQTT_TLS_PORT, PipelineNamespace, http_ok
 
 log = logging.getLogger("nakhon.bench")
 
@@ -72,7 +73,7 @@ async def _bench(args: argparse.Namespace, settings: Settings) -> dict[str, Any]
     dsn = settings.db.dsn.get_secret_value()
     ns = PipelineNamespace(batch_max_records=5000)
     ceiling_topic = f"{ns.name}.ceiling"
-    await ns.create_topics()
+    await ns.prepare()
     admin = AIOKafkaAdminClient(bootstrap_servers=KAFKA)
     await admin.start()
     try:
@@ -83,16 +84,30 @@ async def _bench(args: argparse.Namespace, settings: Settings) -> dict[str, Any]
         "when": datetime.now(UTC).isoformat(timespec="seconds"),
         "machine": {"cpus": os.cpu_count(), "python": platform.python_version()},
     }
-    _step("ceiling: Mosquitto alone, C clients (50,000 QoS 1 messages)")
-    mqtt_c_rate = await asyncio.to_thread(mosquitto_c_ceiling, 50_000)
+    login = Broker(
+        publisher=ns.publisher_credentials,
+        subscriber=ns.gateway_credentials,
+        share_group=ns.name,
+    )
+    root = f"{ns.root}/ceiling"
+    _step("ceiling: Mosquitto alone, C clients, each logged in (50,000 QoS 1 messages)")
+    mqtt_c_rate = await asyncio.to_thread(mosquitto_c_ceiling, 50_000, login, root)
+    _step("ceiling: the same over TLS (port 8883)")
+    tls = dataclasses.replace(login, port=MQTT_TLS_PORT, ca_file=LOCAL_CA)
+    mqtt_tls_rate = await asyncio.to_thread(mosquitto_c_ceiling, 50_000, tls, root)
+    _step("ceiling: the same on a private broker open to anonymous clients, for comparison")
+    with open_broker() as open_one:
+        mqtt_open_rate = await asyncio.to_thread(mosquitto_c_ceiling, 50_000, open_one)
     _step("ceiling: Mosquitto alone, paho clients (50,000 QoS 1 messages)")
-    mqtt_rate = await asyncio.to_thread(mosquitto_ceiling, 50_000)
+    mqtt_rate = await asyncio.to_thread(mosquitto_ceiling, 50_000, login, root)
     _step("ceiling: Kafka produce alone (200,000 records)")
     kafka_rate = await kafka_produce_ceiling(200_000, ceiling_topic, KAFKA)
     _step("ceiling: COPY into readings alone (200,000 rows)")
     copy_rate = await copy_ceiling(200_000, dsn)
     report["ceilings"] = {
         "mosquitto_c_clients_qos1_msgs_per_s": round(mqtt_c_rate),
+        "mosquitto_c_clients_tls_qos1_msgs_per_s": round(mqtt_tls_rate),
+        "mosquitto_c_clients_anonymous_qos1_msgs_per_s": round(mqtt_open_rate),
         "mosquitto_paho_clients_qos1_msgs_per_s": round(mqtt_rate),
         "kafka_produce_records_per_s": round(kafka_rate),
         "copy_rows_per_s": round(copy_rate),
@@ -150,8 +165,16 @@ def _print(report: dict[str, Any]) -> None:
     print(f"\nNakhon bench, {report['when']}, {report['machine']['cpus']} CPUs\n")
     print("Raw ceilings of this machine (each stage alone):")
     print(
-        f"  Mosquitto QoS 1, C clients          "
+        f"  Mosquitto QoS 1, C clients, login   "
         f"{c['mosquitto_c_clients_qos1_msgs_per_s']:>10,} msg/s"
+    )
+    print(
+        f"  ... same over TLS                   "
+        f"{c['mosquitto_c_clients_tls_qos1_msgs_per_s']:>10,} msg/s"
+    )
+    print(
+        f"  ... open broker, no authentication  "
+        f"{c['mosquitto_c_clients_anonymous_qos1_msgs_per_s']:>10,} msg/s"
     )
     print(
         f"  Mosquitto QoS 1, paho (Python)      "

@@ -29,6 +29,8 @@ import psycopg
 from aiokafka import AIOKafkaConsumer
 from paho.mqtt.enums import CallbackAPIVersion
 
+from nakhon.bench.ceilings import BENCH_CITY
+from nakhon.bench.mqtt_logins import Broker, c_client_env
 from nakhon.bench.stats import percentile
 from nakhon.sandbox import KAFKA, PipelineNamespace
 
@@ -57,8 +59,11 @@ def _pack(sensor: str, seq: int, when: float | None = None) -> bytes:
 
 
 class _Publisher:
-    def __init__(self) -> None:
+    def __init__(self, ns: PipelineNamespace) -> None:
+        creds = ns.publisher_credentials
+        assert creds is not None, "prepare() the namespace first"
         self.client = mqtt.Client(CallbackAPIVersion.VERSION2, protocol=mqtt.MQTTv5)
+        self.client.username_pw_set(creds.username, creds.password)
         self.client.max_inflight_messages_set(2000)
         self.client.connect("127.0.0.1", 1883)
         self.client.loop_start()
@@ -69,7 +74,9 @@ class _Publisher:
         last = None
         for i in range(messages):
             sensor = f"{ns.name}-{tag}{i % 1000}"
-            last = self.client.publish(ns.topic("bench", sensor, "senml"), _pack(sensor, i), qos=1)
+            last = self.client.publish(
+                ns.topic(BENCH_CITY, sensor, "senml"), _pack(sensor, i), qos=1
+            )
             if rate is not None:
                 ahead = started + (i + 1) / rate - time.perf_counter()
                 if ahead > 0:
@@ -83,7 +90,7 @@ class _Publisher:
 
 
 def _publish(ns: PipelineNamespace, tag: str, messages: int, rate: float | None) -> None:
-    publisher = _Publisher()
+    publisher = _Publisher(ns)
     try:
         publisher.run(ns, tag, messages, rate)
     finally:
@@ -128,20 +135,29 @@ def _c_publishers(ns: PipelineNamespace, tag: str, messages: int, count: int = 4
     per = messages // count
     base = time.time() - per
     procs = []
-    for k in range(count):
-        sensor = f"{ns.name}-{tag}{k}"
-        lines = b"".join(_pack(sensor, i, base + i) + b"\n" for i in range(per))
-        proc = subprocess.Popen(  # noqa: S603  (fixed command line)
-            ["/usr/bin/mosquitto_pub", "-q", "1", "-l", "-t", ns.topic("bench", sensor, "senml")],
-            stdin=subprocess.PIPE,
-        )
-        procs.append((proc, lines))
-    for proc, lines in procs:
-        assert proc.stdin is not None
-        proc.stdin.write(lines)
-        proc.stdin.close()
-    for proc, _ in procs:
-        proc.wait(300)
+    with c_client_env(Broker(publisher=ns.publisher_credentials)) as env:
+        for k in range(count):
+            sensor = f"{ns.name}-{tag}{k}"
+            lines = b"".join(_pack(sensor, i, base + i) + b"\n" for i in range(per))
+            proc = subprocess.Popen(  # noqa: S603  (fixed command line)
+                [
+                    "/usr/bin/mosquitto_pub",
+                    "-q",
+                    "1",
+                    "-l",
+                    "-t",
+                    ns.topic(BENCH_CITY, sensor, "senml"),
+                ],
+                stdin=subprocess.PIPE,
+                env=env,
+            )
+            procs.append((proc, lines))
+        for proc, lines in procs:
+            assert proc.stdin is not None
+            proc.stdin.write(lines)
+            proc.stdin.close()
+        for proc, _ in procs:
+            proc.wait(300)
 
 
 async def run_phase(

@@ -11,16 +11,22 @@ import argparse
 import logging
 import random
 import sys
+import threading
 import time
 import urllib.request
 from datetime import datetime, timedelta
 
 import paho.mqtt.client as mqtt
 import psycopg
-from paho.mqtt.enums import CallbackAPIVersion
+from paho.mqtt.reasoncodes import ReasonCode
 
 from nakhon.cli import configure_logging
-from nakhon.config import load_settings
+from nakhon.config import Settings, load_settings
+from nakhon.identity import provision
+from nakhon.identity.dynsec import DynsecAdmin, DynsecError
+from nakhon.identity.provision import Credentials, ProvisionError
+from nakhon.identity.roles import bridge_identity
+from nakhon.mqtt_connection import MqttEndpoint
 from nakhon.processors.aqi import Concentrations, thai_aqi
 from nakhon.simulator.fleet import SimSensor, build_fleet, faulty_payload, payload, utcnow
 
@@ -48,7 +54,9 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
             "Publish a fleet of simulated sensors (air quality in SenML, noise in JSON, traffic as "
             "FIWARE TrafficFlowObserved, buses as positions) in Khon Kaen, Chiang Mai, Phuket, "
             "Rayong, Lampang and Bangkok to the MQTT broker (NAKHON_MQTT_HOST), showing how many "
-            "readings the pipeline stored and rejected."
+            "readings the pipeline stored and rejected. It publishes as the bridge "
+            "'simulator' (a vendor cloud for its cities' sensors), made or renewed through the "
+            "broker's admin (NAKHON_MQTT_ADMIN_PASSWORD) unless --username is given."
         ),
     )
     p.add_argument("--sensors", type=int, default=300, help="fleet size (default 300)")
@@ -65,6 +73,8 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
         help="share of faulty payloads (truncated or out of range), default 0.01",
     )
     p.add_argument("--summary", action="store_true", help="print what landed at the end")
+    p.add_argument("--username", help="publish as this MQTT user (default: the bridge simulator)")
+    p.add_argument("--password", help="its password (default: NAKHON_SIMULATOR_PASSWORD)")
     p.add_argument(
         "--metrics-url",
         default=None,
@@ -79,14 +89,33 @@ def run_simulate(args: argparse.Namespace) -> int:
     fleet = build_fleet(args.sensors)
     metrics_url = args.metrics_url or f"http://127.0.0.1:{settings.processor.metrics_port}/metrics"
     dsn = settings.db.dsn.get_secret_value()
-    client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id="", protocol=mqtt.MQTTv5)
-    client.max_inflight_messages_set(2000)
+    endpoint = MqttEndpoint.from_settings(settings.mqtt)
     try:
-        client.connect(settings.mqtt.host, settings.mqtt.port)
+        username, password = _credentials(args, settings, fleet)
+    except (DynsecError, ProvisionError) as exc:
+        log.error("cannot get MQTT credentials for the simulator: %s", exc)
+        return 1
+    client = endpoint.client()
+    client.username_pw_set(username, password)
+    client.max_inflight_messages_set(2000)
+    answered = threading.Event()
+    connack: list[ReasonCode] = []
+
+    def on_connect(c: mqtt.Client, u: object, f: object, reason: ReasonCode, p: object) -> None:
+        connack.append(reason)
+        answered.set()
+
+    client.on_connect = on_connect
+    try:
+        endpoint.connect(client)
     except OSError as exc:
-        log.error("cannot reach MQTT %s:%d: %s", settings.mqtt.host, settings.mqtt.port, exc)
+        log.error("cannot reach MQTT %s: %s", endpoint, exc)
         return 1
     client.loop_start()
+    if not answered.wait(10) or connack[0].is_failure:
+        log.error("the broker %s refused %s: %s", endpoint, username, connack or "no answer")
+        client.loop_stop()
+        return 1
     started = utcnow()
     rejected_before = _rejections(metrics_url)
     try:
@@ -97,6 +126,28 @@ def run_simulate(args: argparse.Namespace) -> int:
     if args.summary:
         _summary(dsn, started, sent, metrics_url, rejected_before)
     return 0
+
+
+def _credentials(
+    args: argparse.Namespace, settings: Settings, fleet: list[SimSensor]
+) -> tuple[str, str]:
+    """The simulator publishes as a bridge for its cities, renewed on every run."""
+    if args.username:
+        return args.username, args.password or ""
+    admin_password = settings.mqtt.admin_password
+    if admin_password is None:
+        raise ProvisionError(
+            "no NAKHON_MQTT_ADMIN_PASSWORD to make the simulator's bridge with "
+            "(run from the checkout after make up, or pass --username/--password)"
+        )
+    identity = bridge_identity("simulator", sorted({f"city/{s.city.slug}/#" for s in fleet}))
+    endpoint = MqttEndpoint.from_settings(settings.mqtt)
+    with DynsecAdmin(endpoint, admin_password.get_secret_value()) as admin:
+        if identity.username in provision.existing_usernames(admin):
+            provision.revoke(admin, identity)
+        creds: Credentials = provision.create(admin, [(identity, None)])[0]
+    log.info("publishing as %s to %s", creds.username, ", ".join(creds.publish))
+    return creds.username, creds.password
 
 
 def _publish(
