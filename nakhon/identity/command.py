@@ -407,6 +407,14 @@ def _register_broker(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -
     init.add_argument("--env-file", type=Path, required=True, metavar="ENV_FILE")
     init.add_argument("--gateway", default="local", metavar="GATEWAY", help="default: local")
     init.add_argument("--share-group", default="nakhon", help="default: nakhon")
+    init.add_argument(
+        "--dynsec-owner",
+        metavar="UID:GID",
+        help="give DYNSEC_FILE to the broker's user (root only)",
+    )
+    init.add_argument(
+        "--env-owner", metavar="UID:GID", help="give ENV_FILE to the services' user (root only)"
+    )
     init.set_defaults(func=run_broker_init)
 
 
@@ -432,6 +440,10 @@ def run_broker_init(args: argparse.Namespace) -> int:
         {"NAKHON_MQTT_ADMIN_PASSWORD": admin_pw}
         | _gateway_env(Credentials.of(gateway, gateway_pw)),
     )
+    for path, owner in ((dynsec, args.dynsec_owner), (env_file, args.env_owner)):
+        if owner:
+            uid, _, gid = owner.partition(":")
+            os.chown(path, int(uid), int(gid or uid))
     print(f"wrote {dynsec} (admin and gateway {args.gateway}) and their credentials to {env_file}")
     return EXIT_OK
 

@@ -70,7 +70,7 @@ def settings_from(env: Json, monkeypatch: pytest.MonkeyPatch) -> Settings:
 
 
 def known_variables() -> set[str]:
-    names = {"NAKHON_LOG_LEVEL"}
+    names = {"NAKHON_LOG_LEVEL", "NAKHON_ENV_FILE"}
     for group, spec in Settings.model_fields.items():
         model = spec.annotation
         if isinstance(model, type) and issubclass(model, BaseModel):
@@ -83,6 +83,7 @@ NAKHON_SERVICES = ["migrate", *local_nakhon_services(), "simulator"]
 
 def test_every_service_is_there(services: dict[str, Json]) -> None:
     assert set(services) == {
+        "broker-init",
         "mosquitto",
         "kafka",
         "kafka-init",
@@ -116,7 +117,7 @@ def test_every_service_restarts_and_long_running_ones_are_checked(
 ) -> None:
     for name, service in services.items():
         assert "restart" in service, name
-        one_shot = name in {"migrate", "kafka-init"}
+        one_shot = name in {"migrate", "kafka-init", "broker-init"}
         assert (service["restart"] == "no") == one_shot, name
     for name in (
         "mosquitto",
@@ -237,7 +238,17 @@ def test_kafka_topics_and_partitions_are_the_local_stacks(services: dict[str, Js
 
 def test_mosquitto_is_configured_like_the_local_broker() -> None:
     def settings(text: str) -> set[str]:
-        skip = ("#", "listener", "persistence_location", "user")
+        # Paths and listeners differ by design (TLS is the operator's to mount in compose).
+        skip = (
+            "#",
+            "listener",
+            "persistence_location",
+            "user",
+            "plugin",
+            "cafile",
+            "certfile",
+            "keyfile",
+        )
         return {line.strip() for line in text.splitlines() if line.strip()} - {
             line.strip() for line in text.splitlines() if line.strip().startswith(skip)
         }
@@ -245,6 +256,17 @@ def test_mosquitto_is_configured_like_the_local_broker() -> None:
     ours = (REPO / "deploy" / "mosquitto" / "mosquitto.conf").read_text()
     assert settings(ours) == settings(local_heredoc("mosquitto.sh"))
     assert "listener 1883 0.0.0.0" in ours
+    for conf in (ours, local_heredoc("mosquitto.sh")):
+        lines = conf.splitlines()
+        assert "allow_anonymous false" in lines
+        assert "per_listener_settings false" in lines
+        assert any(
+            re.match(
+                r"plugin (/\S+/mosquitto_dynamic_security\.so|\$\(mosquitto_dynsec_plugin\))$", x
+            )
+            for x in lines
+        )
+        assert any(x.startswith("plugin_opt_config_file ") for x in lines)
 
 
 def test_timescaledb_is_the_community_edition_on_the_local_postgresql(
@@ -308,3 +330,17 @@ def test_simulator_is_behind_a_profile(services: dict[str, Json]) -> None:
     for name, service in services.items():
         if name != "simulator":
             assert "profiles" not in service, name
+
+
+def test_the_broker_starts_closed_with_generated_credentials(services: dict[str, Json]) -> None:
+    init = services["broker-init"]
+    assert init["command"][:2] == ["broker", "init"]
+    assert services["mosquitto"]["depends_on"]["broker-init"] == {
+        "condition": "service_completed_successfully"
+    }
+    secrets = "nakhon-secrets:/run/nakhon"
+    assert f"{secrets}:ro" in services["gateway"]["volumes"]
+    assert services["gateway"]["environment"]["NAKHON_ENV_FILE"].startswith("/run/nakhon/")
+    # Only the services that need an MQTT login see the secrets.
+    for name in ("processor", "api", "maintain", "migrate"):
+        assert not any("nakhon-secrets" in v for v in services[name].get("volumes", [])), name

@@ -12,14 +12,6 @@ MOSQ_DIR="$STATE/mosquitto"
 SECRETS="$STATE/secrets"
 ENV_FILE="$SECRETS/local.env"
 TLS_DIR="$STATE/tls"
-#: The largest MQTT packet the broker takes: Kafka's 1 MiB record limit, so
-#: whatever the broker accepts the gateway can forward.
-MQTT_MAX_PACKET=1048576
-#: Per client, the messages and bytes queued while it is away (a gateway's
-#: persistent session while the gateway restarts). Past either, the broker
-#: drops new QoS 1 messages for that client: size them for your longest outage.
-MQTT_MAX_QUEUED=1000000
-MQTT_MAX_QUEUED_BYTES=1073741824
 
 mosquitto_install() {
   apt_install mosquitto mosquitto-clients openssl
@@ -87,11 +79,16 @@ keyfile $MOSQ_DIR/tls/server.key
 persistence true
 persistence_location $MOSQ_DIR/data/
 autosave_interval 10
-max_packet_size $MQTT_MAX_PACKET
+# The largest packet: Kafka's 1 MiB record limit, so what the broker takes the
+# gateway can forward; larger ones are refused at the door.
+max_packet_size 1048576
 # A gateway may have many QoS 1 messages in flight while Kafka acknowledges them.
 max_inflight_messages 0
-max_queued_messages $MQTT_MAX_QUEUED
-max_queued_bytes $MQTT_MAX_QUEUED_BYTES
+# Per client, what is queued while it is away (a gateway's persistent session
+# while the gateway restarts). Past either bound the broker drops new QoS 1
+# messages for that client: size them for your longest gateway outage.
+max_queued_messages 1000000
+max_queued_bytes 1073741824
 log_dest stdout
 log_type error
 log_type warning
