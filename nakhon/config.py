@@ -95,6 +95,12 @@ class GatewaySettings(BaseModel):
     #: MQTT messages taken but not yet acknowledged by Kafka; past it, the
     #: gateway stops reading from the broker (backpressure).
     max_inflight: int = 10_000
+    #: QoS 0 messages taken but not yet handed to Kafka, at most. MQTT 5 Receive
+    #: Maximum (``max_inflight``) bounds only QoS 1 and 2, so while Kafka is slow
+    #: or away the broker keeps sending QoS 0 messages: past this many waiting,
+    #: further ones are dropped (QoS 0 is at most once) and counted in
+    #: ``nakhon_gateway_qos0_dropped_total``, so memory stays bounded.
+    max_queued_qos0: int = 10_000
     metrics_port: int = 9101
 
 

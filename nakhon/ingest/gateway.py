@@ -10,12 +10,16 @@ the message to this client's persistent session.
 When Kafka is away a send fails; the message stays unacknowledged and is sent
 again after a capped backoff, in the background, while the broker holds back
 new messages once ``max_inflight`` are unacknowledged (MQTT 5 Receive Maximum).
+Receive Maximum does not count QoS 0 messages, so the broker never holds those
+back: at most ``max_queued_qos0`` of them wait for Kafka, and further ones are
+dropped (QoS 0 is at most once), counted and logged now and then.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import math
 import time
 from collections import deque
 from typing import Any
@@ -34,6 +38,8 @@ log = logging.getLogger(__name__)
 
 _RETRY_MIN_S = 0.2
 _RETRY_MAX_S = 10.0
+#: At most one warning about dropped QoS 0 messages per this many seconds.
+_DROP_WARNING_INTERVAL_S = 10.0
 
 
 class Gateway:
@@ -66,6 +72,10 @@ class Gateway:
         self._acks = AckQueue(self._send_puback)
         self._connection = 0
         self._queue: deque[tuple[MqttMessage, AckSlot, float]] = deque()
+        #: QoS 0 messages in ``_queue``: not yet handed to Kafka.
+        self._queued_qos0 = 0
+        self._qos0_dropped_unreported = 0
+        self._qos0_drop_reported_at = -math.inf
         self._wakeup = asyncio.Event()
         self._pending: set[asyncio.Future[Any]] = set()
         self._forwarder: asyncio.Task[None] | None = None
@@ -156,10 +166,32 @@ class Gateway:
         if msg.connection != self._connection or self._stopping:
             return  # from a dead connection: the broker redelivers it
         self._metrics.received.inc()
+        if msg.qos == 0:
+            if self._queued_qos0 >= self._settings.max_queued_qos0:
+                self._drop_qos0(msg)
+                return
+            self._queued_qos0 += 1
         slot = self._acks.take(msg.mid, msg.qos, msg.connection)
         self._metrics.inflight.set(len(self._acks))
         self._queue.append((msg, slot, time.perf_counter()))
         self._wakeup.set()
+
+    def _drop_qos0(self, msg: MqttMessage) -> None:
+        """Drop a QoS 0 message Kafka has no room for yet; warn once an interval, not each time."""
+        self._metrics.qos0_dropped.inc()
+        self._qos0_dropped_unreported += 1
+        now = time.monotonic()
+        if now - self._qos0_drop_reported_at < _DROP_WARNING_INTERVAL_S:
+            return
+        log.warning(
+            "%d QoS 0 messages already wait for Kafka (max_queued_qos0): dropped %d more "
+            "(QoS 0 is at most once), the latest on %r",
+            self._queued_qos0,
+            self._qos0_dropped_unreported,
+            msg.topic[:120],
+        )
+        self._qos0_dropped_unreported = 0
+        self._qos0_drop_reported_at = now
 
     async def _forward(self) -> None:
         """Hand queued messages to the producer, in order; one task, no task per message."""
@@ -169,6 +201,8 @@ class Gateway:
             self._wakeup.clear()
             while queue:
                 msg, slot, t0 = queue.popleft()
+                if msg.qos == 0:
+                    self._queued_qos0 -= 1
                 if msg.connection != self._connection:
                     continue
                 await self._send(msg, slot, t0)
@@ -247,6 +281,9 @@ class Gateway:
             self._metrics.inflight.set(len(self._acks))
 
     def _requeue(self, msg: MqttMessage, slot: AckSlot, t0: float) -> None:
+        # Taken already: it goes back even past max_queued_qos0.
+        if msg.qos == 0:
+            self._queued_qos0 += 1
         self._queue.appendleft((msg, slot, t0))
         self._wakeup.set()
 

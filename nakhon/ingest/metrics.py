@@ -22,6 +22,12 @@ class GatewayMetrics:
             "PUBACKs sent to the broker (after Kafka acknowledged)",
             registry=registry,
         )
+        self.qos0_dropped = Counter(
+            "nakhon_gateway_qos0_dropped_total",
+            "QoS 0 messages dropped because max_queued_qos0 QoS 0 messages already waited "
+            "for Kafka (QoS 0 is at most once)",
+            registry=registry,
+        )
         self.send_errors = Counter(
             "nakhon_gateway_kafka_send_errors_total",
             "Kafka sends that failed and were retried",

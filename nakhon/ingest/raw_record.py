@@ -13,6 +13,12 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+#: No gateway's clock is past this: the room left before the year 9999 keeps
+#: the arithmetic done on a received_at (time windows, relative SenML times)
+#: from overflowing.
+LATEST_RECEIVED_AT = datetime(3000, 1, 1, tzinfo=UTC)
+_LATEST_US = (LATEST_RECEIVED_AT - _EPOCH) // timedelta(microseconds=1)
+_MAX_US_DIGITS = len(str(_LATEST_US))
 
 
 @dataclass(frozen=True, slots=True)
@@ -45,11 +51,30 @@ def received_at_from_us(us: int) -> datetime:
     return _EPOCH + timedelta(microseconds=us)
 
 
+def received_at_from_header(value: str) -> datetime | None:
+    """A ``received_at`` header as a datetime; None unless it is one, never raising.
+
+    A record of ``nakhon.raw`` may come from anyone who can write to the topic:
+    a header of 20 digits, a sign, garbage or nothing must not stop the
+    processor, whose caller then falls back to the Kafka timestamp. A time
+    past :data:`LATEST_RECEIVED_AT` is refused too.
+    """
+    if not (0 < len(value) <= _MAX_US_DIGITS and value.isascii() and value.isdigit()):
+        return None
+    us = int(value)
+    return received_at_from_us(us) if us <= _LATEST_US else None
+
+
+def received_at_from_kafka_ms(ms: int) -> datetime | None:
+    """A Kafka record timestamp (ms) as a datetime; None if absent (-1) or out of range."""
+    return received_at_from_us(ms * 1000) if 0 <= ms <= _LATEST_US // 1000 else None
+
+
 def epoch_us(when: datetime) -> int:
     """Microseconds since the epoch of an aware datetime, exactly (no float)."""
     return (when - _EPOCH) // timedelta(microseconds=1)
 
 
-def parse_headers(headers: Iterable[tuple[str, bytes]]) -> dict[str, str]:
-    """The headers of a raw record as text (unknown bytes replaced, never raising)."""
-    return {k: v.decode("utf-8", "replace") for k, v in headers}
+def parse_headers(headers: Iterable[tuple[str, bytes | None]]) -> dict[str, str]:
+    """The headers of a raw record as text, never raising (bad bytes replaced, null as "")."""
+    return {k: (v or b"").decode("utf-8", "replace") for k, v in headers}

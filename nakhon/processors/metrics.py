@@ -86,6 +86,13 @@ class ProcessorMetrics:
             buckets=(-300, -60, -10, -1, 0, 1, 10, 60, 300, 3600, 86400),
             registry=registry,
         )
+        self.records_unpublishable = Counter(
+            "nakhon_processor_records_unpublishable_total",
+            "Records Kafka refused as too large even when cut to their headers, by Kafka "
+            "topic (logged; the payload stays in nakhon.raw)",
+            ["topic"],
+            registry=registry,
+        )
         self.commits = Counter(
             "nakhon_processor_offset_commits_total",
             "Kafka offset commits after a durable batch, by result",

@@ -30,14 +30,28 @@ from datetime import UTC, datetime
 
 import psycopg
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRecord, TopicPartition
-from aiokafka.errors import CommitFailedError, IllegalStateError, KafkaError
+from aiokafka.errors import (
+    CommitFailedError,
+    IllegalStateError,
+    KafkaError,
+    MessageSizeTooLargeError,
+)
 
 from nakhon.config import KafkaSettings, ProcessorSettings
-from nakhon.ingest.raw_record import parse_headers, received_at_from_us
+from nakhon.ingest.raw_record import (
+    parse_headers,
+    received_at_from_header,
+    received_at_from_kafka_ms,
+)
 from nakhon.kafka_client import kafka_client_options
 from nakhon.processors.metrics import ProcessorMetrics
-from nakhon.processors.outputs import OutRecord, dead_letter_record, readings_records
-from nakhon.processors.pipeline import BatchOutcome, Pipeline, RecordOutcome
+from nakhon.processors.outputs import (
+    OutRecord,
+    dead_letter_record,
+    header_only_dead_letter,
+    readings_records,
+)
+from nakhon.processors.pipeline import BatchOutcome, DeadLetter, Pipeline, RecordOutcome
 from nakhon.records import RawRecord, Rejection, Stage
 from nakhon.storage.errors import classify, is_transient
 from nakhon.storage.writer import ReadingWriter
@@ -50,6 +64,8 @@ _BACKOFF_MAX_S = 30.0
 
 #: What ``getmany`` returns: records per partition.
 KafkaBatch = dict[TopicPartition, list[ConsumerRecord[bytes, bytes]]]
+#: A record to publish: Kafka topic, record, and the dead letter it was made from (if one).
+_Outgoing = tuple[str, OutRecord, DeadLetter | None]
 
 
 class ShuttingDown(Exception):
@@ -60,11 +76,10 @@ def raw_record(msg: ConsumerRecord[bytes, bytes]) -> RawRecord:
     """A ``nakhon.raw`` Kafka record as the pipeline's :class:`RawRecord`."""
     headers = parse_headers(msg.headers or ())
     topic = headers.get("mqtt_topic") or (msg.key or b"").decode("utf-8", "replace")
-    received = headers.get("received_at", "")
     received_at = (
-        received_at_from_us(int(received))
-        if received.isascii() and received.isdigit()
-        else datetime.fromtimestamp(msg.timestamp / 1000, UTC)
+        received_at_from_header(headers.get("received_at", ""))
+        or received_at_from_kafka_ms(msg.timestamp)
+        or datetime.now(UTC)  # neither is a time: only a hostile writer does that
     )
     return RawRecord(
         mqtt_topic=topic,
@@ -266,28 +281,82 @@ class Processor:
         outcome.whole_rejection = True
 
     async def _publish(self, outcome: BatchOutcome) -> None:
-        out: list[tuple[str, OutRecord]] = [
-            (self._kafka.deadletter_topic, dead_letter_record(d)) for d in outcome.dead_letters()
+        out: list[_Outgoing] = [
+            (self._kafka.deadletter_topic, dead_letter_record(d), d) for d in outcome.dead_letters()
         ]
         if self._settings.publish_readings:
             out += [
-                (self._kafka.readings_topic, r)
+                (self._kafka.readings_topic, r, None)
                 for o in outcome.outcomes
                 for r in readings_records(o.readings)
             ]
         delay = _BACKOFF_MIN_S
         while out:
-            try:
-                deliveries = [
-                    await self._producer.send(topic, r.value, key=r.key, headers=r.headers)
-                    for topic, r in out
-                ]
-                await asyncio.gather(*deliveries)
-                return
-            except KafkaError as exc:
-                log.warning("publishing to Kafka failed (%s); retrying in %.1fs", exc, delay)
+            out, failure = await self._send_all(out)
+            if failure is not None:
+                log.warning("publishing to Kafka failed (%s); retrying in %.1fs", failure, delay)
                 await self._sleep_or_stop(delay)
                 delay = min(delay * 2, _BACKOFF_MAX_S)
+
+    async def _send_all(self, out: list[_Outgoing]) -> tuple[list[_Outgoing], KafkaError | None]:
+        """Send every record, then wait for all deliveries (one batch, not one round trip each).
+
+        Returns what is left to send, in order, and the error to back off for
+        (None if there is none). A record too large for Kafka is never retried:
+        a dead letter is replaced by its header-only form, anything else dropped
+        with an error logged and counted. Other Kafka errors keep the record
+        for the next try.
+        """
+        # What each record becomes for the next round: nothing once delivered.
+        next_round: list[list[_Outgoing]] = [[] for _ in out]
+        sent: list[tuple[int, asyncio.Future[object]]] = []
+        failure: KafkaError | None = None
+        for index, (topic, record, letter) in enumerate(out):
+            try:
+                delivery = await self._producer.send(
+                    topic, record.value, key=record.key, headers=record.headers
+                )
+            except MessageSizeTooLargeError as exc:
+                next_round[index] = self._too_large(topic, record, letter, exc)
+                continue
+            except KafkaError as exc:
+                # Kafka is away: do not wait for it once per record.
+                failure = exc
+                for rest in range(index, len(out)):
+                    next_round[rest] = [out[rest]]
+                break
+            sent.append((index, delivery))
+        results = await asyncio.gather(*(d for _, d in sent), return_exceptions=True)
+        for (index, _), result in zip(sent, results, strict=True):
+            if isinstance(result, MessageSizeTooLargeError):  # the broker's own limit
+                next_round[index] = self._too_large(*out[index], result)
+            elif isinstance(result, KafkaError):
+                failure = failure or result
+                next_round[index] = [out[index]]
+            elif isinstance(result, BaseException):
+                raise result
+        return [item for items in next_round for item in items], failure
+
+    def _too_large(
+        self, topic: str, record: OutRecord, letter: DeadLetter | None, exc: KafkaError
+    ) -> list[_Outgoing]:
+        if letter is not None:
+            log.warning(
+                "a %d-byte dead letter of %r is too large for Kafka (%s); sending its headers only",
+                record.size,
+                letter.record.mqtt_topic[:120],
+                exc,
+            )
+            return [(topic, header_only_dead_letter(letter), None)]
+        log.error(
+            "a %d-byte record for %s keyed %r is too large for Kafka even so (%s); not sent",
+            record.size,
+            topic,
+            record.key[:120].decode("utf-8", "replace"),
+            exc,
+        )
+        self._metrics.records_unpublishable.labels(topic).inc()
+        return []
 
     def _account(self, outcome: BatchOutcome) -> None:
         m = self._metrics

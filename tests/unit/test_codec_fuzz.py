@@ -1,12 +1,14 @@
 """No payload of any shape makes any codec raise anything but DecodeError.
 
 Random bytes, random JSON trees, random CBOR trees, and random mutations of
-each codec's well-formed payloads. Whatever a codec returns must also survive
+each codec's well-formed payloads; numbers no float holds (bignums, 10**400,
+NaN, infinities) anywhere in them. Whatever a codec returns must also survive
 normalization.
 """
 
 from __future__ import annotations
 
+import json
 from datetime import UTC, datetime
 
 import cbor2
@@ -16,6 +18,7 @@ from hypothesis import strategies as st
 
 from nakhon.processors.codecs import CODECS
 from nakhon.processors.codecs.base import DecodeError, TopicContext
+from nakhon.processors.codecs.senml_cbor import CBOR_LABELS
 from nakhon.processors.normalize import NormalizePolicy, normalize
 
 NOW = datetime(2024, 3, 1, 1, 0, tzinfo=UTC)
@@ -46,6 +49,7 @@ TREES = st.recursive(
     ),
     max_leaves=25,
 )
+LABELS: dict[str, int] = {text: number for number, text in CBOR_LABELS.items()}
 CBOR_KEYS = st.integers(min_value=-8, max_value=9) | st.sampled_from(KEYS)
 CBOR_TREES = st.recursive(
     SCALARS | st.binary(max_size=10),
@@ -96,3 +100,55 @@ def test_random_senml_like_packs(pack: list[dict[str, object]]) -> None:
 def test_deep_nesting() -> None:
     _survives(b"[" * 5000 + b"]" * 5000)
     _survives(b"\x81" * 5000 + b"\x80")
+
+
+# Numbers no float holds: bignums, 10**400, NaN and infinities, anywhere in a tree.
+HOSTILE_NUMBERS = (
+    st.integers(min_value=2**1024, max_value=2**4000).flatmap(lambda n: st.sampled_from([n, -n]))
+    | st.sampled_from([2**64, 2**200, -(2**200), 10**308, float("nan"), float("inf")])
+    | st.sampled_from([float("-inf"), 1e308, -1e308, 5e-324])
+)
+HOSTILE_SCALARS = SCALARS | HOSTILE_NUMBERS
+HOSTILE_TREES = st.recursive(
+    HOSTILE_SCALARS,
+    lambda children: (
+        st.lists(children, max_size=5)
+        | st.dictionaries(st.sampled_from(KEYS), children, max_size=6)
+    ),
+    max_leaves=25,
+)
+HOSTILE_CBOR_TREES = st.recursive(
+    HOSTILE_SCALARS,
+    lambda children: (
+        st.lists(children, max_size=5) | st.dictionaries(CBOR_KEYS, children, max_size=6)
+    ),
+    max_leaves=25,
+)
+
+
+@FUZZ
+@given(HOSTILE_TREES)
+def test_hostile_numbers_in_json_trees(tree: object) -> None:
+    # The standard library writes what orjson will not: 10**400, NaN, Infinity.
+    _survives(json.dumps(tree).encode())
+
+
+@FUZZ
+@given(HOSTILE_CBOR_TREES)
+def test_hostile_numbers_in_cbor_trees(tree: object) -> None:
+    _survives(bytes(cbor2.dumps(tree)))
+
+
+@FUZZ
+@given(
+    st.lists(
+        st.dictionaries(st.sampled_from(KEYS), HOSTILE_SCALARS, min_size=1, max_size=6),
+        min_size=1,
+        max_size=4,
+    )
+)
+def test_hostile_numbers_in_senml_like_packs(pack: list[dict[str, object]]) -> None:
+    _survives(json.dumps(pack).encode())
+    _survives(bytes(cbor2.dumps(pack)))
+    labelled = [{LABELS.get(k, k): v for k, v in record.items()} for record in pack]
+    _survives(bytes(cbor2.dumps(labelled)))

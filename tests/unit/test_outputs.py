@@ -7,11 +7,14 @@ from datetime import UTC, datetime, timedelta
 import orjson
 import psycopg
 import pytest
+from aiokafka.record.default_records import DefaultRecordBatchBuilder
 
 from nakhon.processors.outputs import (
+    MAX_DEAD_LETTER_BYTES,
     MAX_DEAD_LETTER_PAYLOAD,
     MAX_READINGS_PER_RECORD,
     dead_letter_record,
+    header_only_dead_letter,
     readings_records,
 )
 from nakhon.processors.pipeline import DeadLetter
@@ -104,3 +107,96 @@ def test_database_errors_blame_rows_only_for_data_errors(
     exc = psycopg.Error.__new__(psycopg.errors.lookup(sqlstate))
     assert classify(exc) == kind
     assert is_transient(exc) is transient
+
+
+# Hostile input: a dead letter is never too large for Kafka -------------------
+
+HOSTILE_TOPIC = "city/rayong/" + "t" * 60_000 + "/json"
+
+
+def hostile_letter() -> DeadLetter:
+    """A 900 KB payload, 100 rejections naming 10 KB metrics, a 60 KB MQTT topic."""
+    record = RawRecord(HOSTILE_TOPIC, b"x" * 900_000, NOW, partition=4, offset=77)
+    rejections = tuple(
+        Rejection("unknown_unit", "d" * 5_000, Stage.NORMALIZE, "s" * 10_000, "m" * 10_000)
+        for _ in range(100)
+    )
+    return DeadLetter(record, rejections, whole=True)
+
+
+def test_a_hostile_dead_letter_is_sized_to_the_budget() -> None:
+    out = dead_letter_record(hostile_letter())
+    headers = dict(out.headers)
+    assert out.size <= MAX_DEAD_LETTER_BYTES
+    # aiokafka's own estimate (what max_request_size is checked against) agrees.
+    assert (
+        DefaultRecordBatchBuilder.estimate_size_in_bytes(out.key, out.value, out.headers)
+        <= MAX_DEAD_LETTER_BYTES
+    )
+    assert out.value == b"x" * len(out.value)
+    assert len(out.key) <= 1000
+    assert out.key == headers["mqtt_topic"]
+    assert HOSTILE_TOPIC.encode().startswith(out.key)
+    assert (headers["truncated"], headers["raw_partition"], headers["raw_offset"]) == (
+        b"true",
+        b"4",
+        b"77",
+    )
+    assert headers["reason"] == b"unknown_unit"
+    listed = orjson.loads(headers["rejections"])
+    assert 0 < len(listed) <= 100
+    assert all(len(r["metric"]) <= 80 and len(r["sensor_id"]) <= 80 for r in listed)
+    assert headers["rejections_total"] == b"100"
+
+
+def test_every_header_text_is_bounded_whatever_its_characters() -> None:
+    thai = "ก" * 5000  # 3 bytes each in UTF-8
+    record = RawRecord("city/rayong/" + thai, b"{}", NOW, partition=1, offset=2)
+    rejections = (
+        Rejection(thai, thai, Stage.DECODE, thai, thai),
+        Rejection("x", "\x00" * 5000 + "\ud800", Stage.DECODE, "\ud800", None),
+    )
+    out = dead_letter_record(DeadLetter(record, rejections, whole=True))
+    assert out.size <= MAX_DEAD_LETTER_BYTES
+    for name, value in out.headers:
+        assert len(value) <= 32 * 1024, name
+        value.decode()  # whole characters only
+    assert len(orjson.loads(dict(out.headers)["rejections"])) == 2
+
+
+def test_a_normal_dead_letter_is_unchanged_by_the_budget() -> None:
+    rejections = (
+        Rejection("out_of_range", "humidity 140", Stage.NORMALIZE, "aq-1", "humidity"),
+        Rejection("not_finite", "pm10 nan", Stage.NORMALIZE, "aq-1", "pm10"),
+    )
+    out = dead_letter_record(letter(b'{"humidity": 140}', *rejections, whole=False))
+    assert out.key == b"city/rayong/aq-1/senml"
+    assert out.value == b'{"humidity": 140}'
+    assert out.headers == [
+        ("reason", b"out_of_range"),
+        ("detail", b"humidity 140"),
+        ("mqtt_topic", b"city/rayong/aq-1/senml"),
+        ("received_at", b"1795766400123456"),
+        ("stage", b"normalize"),
+        ("partial", b"true"),
+        (
+            "rejections",
+            b'[{"reason":"out_of_range","detail":"humidity 140","stage":"normalize",'
+            b'"sensor_id":"aq-1","metric":"humidity"},{"reason":"not_finite",'
+            b'"detail":"pm10 nan","stage":"normalize","sensor_id":"aq-1","metric":"pm10"}]',
+        ),
+    ]
+
+
+def test_the_last_resort_dead_letter_keeps_why_and_where_but_no_bytes() -> None:
+    out = header_only_dead_letter(hostile_letter())
+    headers = dict(out.headers)
+    assert out.value == b""
+    assert out.size < 8 * 1024
+    assert "rejections" not in headers
+    assert (headers["reason"], headers["stage"], headers["truncated"]) == (
+        b"unknown_unit",
+        b"normalize",
+        b"true",
+    )
+    assert (headers["raw_partition"], headers["raw_offset"]) == (b"4", b"77")

@@ -31,7 +31,9 @@ def parse_time(value: object) -> datetime:
     if isinstance(value, str):
         return parse_iso(value)
     if isinstance(value, int | float) and not isinstance(value, bool):
-        return from_epoch(_epoch_seconds(float(value)))
+        seconds = as_number(value)
+        assert seconds is not None  # an int or a float is a number
+        return from_epoch(_epoch_seconds(seconds))
     raise InvalidTime(f"not a time: {type(value).__name__}")
 
 
@@ -73,8 +75,10 @@ def _epoch_seconds(number: float) -> float:
 def as_number(value: object) -> float | None:
     """A JSON/CBOR number as a float (bools are not numbers); None for anything else.
 
-    An integer too large for a float becomes an infinity, which normalization
-    rejects as ``not_finite``.
+    Never raises: an integer too large for a float (a CBOR bignum, ``10**400``)
+    becomes an infinity of its sign, which normalization rejects as
+    ``not_finite`` (and a time as ``invalid_time``); a signalling-NaN decimal
+    becomes a NaN.
     """
     if type(value) is float:  # the hot path: most JSON numbers
         return value
@@ -83,8 +87,10 @@ def as_number(value: object) -> float | None:
     if isinstance(value, int | float | Decimal):
         try:
             return float(value)
-        except OverflowError:
-            return math.copysign(math.inf, value)
+        except OverflowError:  # only an int: a Decimal too large is already inf
+            return math.inf if value > 0 else -math.inf
+        except ValueError:  # Decimal("sNaN")
+            return math.nan
     return None
 
 

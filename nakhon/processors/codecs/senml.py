@@ -122,7 +122,9 @@ class _Base:
             if label in record:
                 number = as_number(record[label])
                 if number is None or not math.isfinite(number):
-                    raise DecodeError("malformed_senml", f"record {index}: {label} not a number")
+                    raise DecodeError(
+                        "malformed_senml", f"record {index}: {label} not a finite number"
+                    )
                 setattr(self, label, number)
 
     def resolve(self, record: dict[object, object], decoded: Decoded) -> None:

@@ -1,0 +1,130 @@
+"""The gateway's queue of QoS 0 messages is bounded (MQTT 5 Receive Maximum bounds only QoS > 0).
+
+The gateway is built with settings pointing at nothing (constructing the MQTT
+and Kafka clients connects to nothing) and its hot path is driven directly.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import AsyncIterator, Callable
+from typing import cast
+
+import pytest
+from aiokafka import AIOKafkaProducer
+from prometheus_client import CollectorRegistry
+
+from nakhon.config import GatewaySettings, KafkaSettings, MqttSettings
+from nakhon.ingest.gateway import Gateway
+from nakhon.ingest.metrics import GatewayMetrics
+from nakhon.ingest.raw_record import MqttMessage
+
+CONNECTION = 1
+
+
+class AcceptingKafka:
+    """Acknowledges every record at once."""
+
+    def __init__(self) -> None:
+        self.values: list[bytes] = []
+
+    async def send(
+        self, topic: str, value: bytes, key: bytes, headers: list[tuple[str, bytes]]
+    ) -> asyncio.Future[None]:
+        self.values.append(value)
+        delivery: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        delivery.set_result(None)
+        return delivery
+
+
+Make = Callable[[int], Gateway]
+
+
+@pytest.fixture
+async def make_gateway() -> AsyncIterator[Make]:
+    unused: list[AIOKafkaProducer] = []
+
+    def make(max_queued_qos0: int) -> Gateway:
+        gateway = Gateway(
+            MqttSettings(host="127.0.0.1", port=1),
+            KafkaSettings(bootstrap_servers="127.0.0.1:1"),
+            GatewaySettings(name="test", max_queued_qos0=max_queued_qos0),
+            GatewayMetrics(CollectorRegistry()),
+        )
+        gateway._on_connection_change(CONNECTION, True)
+        unused.append(gateway._producer)
+        return gateway
+
+    yield make
+    for producer in unused:
+        await producer.stop()  # never started: nothing to flush
+
+
+def message(n: int, qos: int) -> MqttMessage:
+    return MqttMessage(
+        topic="city/rayong/aq-1/json",
+        payload=f'{{"pm25": {n}}}'.encode(),
+        qos=qos,
+        mid=n if qos else 0,
+        received_at_us=1795766400000000 + n,
+        connection=CONNECTION,
+    )
+
+
+def dropped(gateway: Gateway) -> float:
+    value: float = gateway._metrics.qos0_dropped._value.get()
+    return value
+
+
+async def test_qos0_messages_past_the_bound_are_dropped_and_counted(make_gateway: Make) -> None:
+    gateway = make_gateway(3)
+    for n in range(10):
+        gateway._on_message(message(n, qos=0))
+    assert len(gateway._queue) == 3
+    assert dropped(gateway) == 7
+    assert gateway._metrics.received._value.get() == 10
+
+
+async def test_qos1_messages_are_never_dropped(make_gateway: Make) -> None:
+    gateway = make_gateway(3)
+    for n in range(5):
+        gateway._on_message(message(n, qos=0))
+    for n in range(1, 6):
+        gateway._on_message(message(n, qos=1))  # bounded by the broker (Receive Maximum)
+    assert len(gateway._queue) == 3 + 5
+    assert dropped(gateway) == 2
+    assert len(gateway._acks) == 3 + 5
+
+
+async def test_a_drained_queue_takes_qos0_messages_again(make_gateway: Make) -> None:
+    gateway = make_gateway(3)
+    kafka = AcceptingKafka()
+    gateway._producer = cast(AIOKafkaProducer, kafka)
+    for n in range(5):
+        gateway._on_message(message(n, qos=0))
+    forwarder = asyncio.create_task(gateway._forward())
+    try:
+        await asyncio.wait_for(gateway._drain(), timeout=5)
+        assert kafka.values == [b'{"pm25": 0}', b'{"pm25": 1}', b'{"pm25": 2}']
+        for n in range(5, 8):
+            gateway._on_message(message(n, qos=0))
+        await asyncio.wait_for(gateway._drain(), timeout=5)
+    finally:
+        forwarder.cancel()
+    assert len(kafka.values) == 6
+    assert dropped(gateway) == 2
+    assert len(gateway._acks) == 0
+
+
+async def test_drops_are_logged_now_and_then_not_once_each(
+    make_gateway: Make, caplog: pytest.LogCaptureFixture
+) -> None:
+    gateway = make_gateway(1)
+    with caplog.at_level(logging.WARNING, logger="nakhon.ingest.gateway"):
+        for n in range(1000):
+            gateway._on_message(message(n, qos=0))
+    assert dropped(gateway) == 999
+    warnings = [r for r in caplog.records if r.levelno == logging.WARNING]
+    assert len(warnings) == 1
+    assert "max_queued_qos0" in warnings[0].getMessage()
