@@ -20,6 +20,7 @@ COMMANDS = [
     "nakhon.processors.command",
     "nakhon.storage.command",
     "nakhon.storage.sensors_command",
+    "nakhon.storage.cities_command",
     "nakhon.identity.command",
     "nakhon.simulator.command",
     "nakhon.bench.command",

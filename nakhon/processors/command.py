@@ -72,13 +72,16 @@ async def _serve(settings: Settings, router: Router, migrate_first: bool) -> Non
     health = HealthServer(registry, processor.readiness, "0.0.0.0", port)  # noqa: S104
     await health.start()
 
+    async def migrate_schema() -> None:
+        await asyncio.to_thread(migrate, settings.db.dsn.get_secret_value())
+
     async def main() -> None:
         try:
-            await processor.start()  # waits until the database and Kafka answer
+            # Waits until the database and Kafka answer; migrates before the
+            # registry (sensors, cities) is first read.
+            await processor.start(migrate_schema if migrate_first else None)
         except ShuttingDown:
             return
-        if migrate_first:
-            await asyncio.to_thread(migrate, settings.db.dsn.get_secret_value())
         await processor.run()
 
     async def stop() -> None:

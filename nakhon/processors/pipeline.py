@@ -63,7 +63,12 @@ class BatchOutcome:
 
 
 class Pipeline:
-    """Routes, decodes and normalizes raw records."""
+    """Routes, decodes, normalizes and enriches raw records.
+
+    ``directory`` is the registry snapshot enrichment reads; the processor
+    refreshes it. An empty one registers no city, so every reading is
+    rejected (``unknown_city``) until it is loaded.
+    """
 
     def __init__(
         self,

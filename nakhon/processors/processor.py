@@ -133,13 +133,19 @@ class Processor:
         self._city_newest: dict[str, float] = {}
         self._registry_loaded_at = -math.inf
 
-    async def start(self) -> None:
+    async def start(self, prepare: Callable[[], Awaitable[None]] | None = None) -> None:
         """Connect to the database and Kafka, waiting (with capped backoff) until both answer.
 
-        Raises :class:`ShuttingDown` if a stop is requested while waiting.
+        ``prepare`` runs once the database answers and before the registry is
+        read: the schema migrations, when the processor applies them at start
+        (the registry's tables must exist). Raises :class:`ShuttingDown` if a
+        stop is requested while waiting.
         """
         await self._until_up("the database", self._writer.connect)
-        # Before the first batch: strict mode and LoRaWAN cities need the registry.
+        if prepare is not None:
+            await self._until_up("the schema migrations", prepare)
+        # Before the first batch: every city check, strict mode and LoRaWAN
+        # cities need the registry.
         await self._until_up("the sensor registry", self.refresh_registry)
         self._db_ok = True
         await self._until_up("Kafka", self._producer.start)
@@ -199,11 +205,20 @@ class Processor:
     # one batch --------------------------------------------------------------
 
     async def refresh_registry(self) -> None:
-        """Reload the sensor-registry snapshot that enrichment reads."""
-        cities = await self._writer.sensor_cities()
-        self._pipeline.directory.replace(cities)
+        """Reload the registry snapshot (sensors and cities) that enrichment reads."""
+        cities = await self._writer.registered_cities()
+        sensors = await self._writer.sensor_cities()
+        first = self._registry_loaded_at == -math.inf
+        self._pipeline.directory.replace(sensors, cities)
         self._registry_loaded_at = time.monotonic()
-        log.debug("sensor registry: %d sensors", len(cities))
+        log.debug("registry: %d sensors, %d cities", len(sensors), len(cities))
+        if first and self._settings.lorawan_city not in cities:
+            log.warning(
+                "NAKHON_PROCESSOR_LORAWAN_CITY=%r is not a registered city: readings of "
+                "LoRaWAN devices missing from the sensor registry are dead-lettered "
+                "(unknown_city)",
+                self._settings.lorawan_city,
+            )
 
     async def process(self, batch: KafkaBatch) -> None:
         if time.monotonic() - self._registry_loaded_at > self._settings.registry_refresh_s:

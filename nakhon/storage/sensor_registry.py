@@ -23,9 +23,11 @@ with a null geometry is a sensor without a known position.
 
 The import is one transaction: one ``COPY`` into a staging table, then one
 ``INSERT ... ON CONFLICT DO UPDATE`` that skips rows that would not change, so
-importing the same file twice reports every row ``unchanged``. The registry is
-authoritative for the columns it describes (city, kind, name, lat, lon,
-metadata: the file's values replace the row's); ``first_seen`` and
+importing the same file twice reports every row ``unchanged``. A sensor whose
+city is not registered (table ``cities``, ``nakhon cities add``) is refused,
+the others still imported: cities are registered, not invented (DESIGN.md).
+The registry is authoritative for the columns it describes (city, kind, name,
+lat, lon, metadata: the file's values replace the row's); ``first_seen`` and
 ``last_seen`` belong to the data path and are never touched.
 """
 
@@ -148,10 +150,28 @@ class ParseResult:
     errors: list[RowError] = field(default_factory=list)
     #: Data rows (CSV lines with content, GeoJSON features) seen.
     rows: int = 0
+    #: sensor id -> where its row is (``line 7``, ``features[3] (id 'x')``).
+    locations: dict[str, str] = field(default_factory=dict)
 
     @property
     def rejected(self) -> int:
         return self.rows - len(self.records)
+
+    def refuse(self, refused: Sequence[SensorRecord]) -> list[RowError]:
+        """Move records the import refused (city not registered) to the errors; return those."""
+        ids = {r.sensor_id for r in refused}
+        self.records = [r for r in self.records if r.sensor_id not in ids]
+        new = [
+            RowError(self.locations.get(r.sensor_id, repr(r.sensor_id)), None, unregistered(r.city))
+            for r in refused
+        ]
+        self.errors.extend(new)
+        return new
+
+
+def unregistered(city: str) -> str:
+    """Why a sensor of an unregistered city is refused."""
+    return f"city {city!r} is not registered; add it with nakhon cities add"
 
 
 @dataclass(frozen=True, slots=True)
@@ -161,6 +181,8 @@ class ImportResult:
     inserted: int
     updated: int
     unchanged: int
+    #: Records not imported because their city is not registered.
+    refused: tuple[SensorRecord, ...] = ()
 
 
 # --- parsing -----------------------------------------------------------------
@@ -202,7 +224,7 @@ def parse_csv(text: str) -> ParseResult:
         raise RegistryFileError("the file is empty (a CSV registry starts with a header row)")
     columns = _csv_columns(header)
     result = ParseResult()
-    seen: dict[str, str] = {}
+    seen = result.locations
     line = reader.line_num
     while True:
         first_line = line + 1
@@ -306,7 +328,7 @@ def parse_geojson(text: str) -> ParseResult:
     if not isinstance(features, list):
         raise RegistryFileError("the FeatureCollection has no features array")
     result = ParseResult()
-    seen: dict[str, str] = {}
+    seen = result.locations
     for index, feature in enumerate(features):
         result.rows += 1
         where = f"features[{index}]"
@@ -470,6 +492,10 @@ WITH merged AS (
 SELECT count(*) FILTER (WHERE inserted), count(*) FILTER (WHERE NOT inserted) FROM merged
 """
 
+# Checked in the import's own transaction. Not locked (FOR KEY SHARE would
+# need UPDATE on cities): nothing in Nakhon deletes a city.
+_REGISTERED_CITIES = "SELECT city_id FROM cities WHERE city_id = ANY(%s)"
+
 #: Progress is reported every this many staged records.
 PROGRESS_EVERY = 10_000
 
@@ -483,6 +509,8 @@ def import_sensors(
 ) -> ImportResult:
     """Upsert ``records`` into ``sensors`` in one transaction (rolled back when ``dry_run``).
 
+    Records whose city is not registered (``cities``) are not imported: they
+    come back in :attr:`ImportResult.refused`, in their order.
     ``progress(done, total)`` is called as records are staged, every
     :data:`PROGRESS_EVERY` and at the end. ``records`` must have distinct
     sensor ids (:func:`parse_csv` and :func:`parse_geojson` guarantee it).
@@ -490,8 +518,13 @@ def import_sensors(
     on ``conn`` (then this is a savepoint of it). Raises psycopg.Error if the
     database refuses.
     """
-    total = len(records)
     with conn.transaction(force_rollback=dry_run), conn.cursor() as cur:
+        cities = sorted({r.city for r in records})
+        registered = {row[0] for row in cur.execute(_REGISTERED_CITIES, (cities,))}
+        refused = tuple(r for r in records if r.city not in registered)
+        if refused:
+            records = [r for r in records if r.city in registered]
+        total = len(records)
         cur.execute(_STAGE_DDL)
         with cur.copy(_COPY) as copy:
             copy.set_types(_TYPES)
@@ -505,4 +538,4 @@ def import_sensors(
         row = cur.fetchone()
     assert row is not None
     inserted, updated = int(row[0]), int(row[1])
-    return ImportResult(inserted, updated, total - inserted - updated)
+    return ImportResult(inserted, updated, total - inserted - updated, refused)

@@ -36,7 +36,8 @@ Import a sensor registry (CSV or GeoJSON) into the sensors table, source 'regist
 CSV: a header row, then one sensor per line. Columns (header names are
 case-insensitive, order is free):
   id (or sensor_id)     required; 1-64 of a-z 0-9 _ - (lower-cased)
-  city                  required; same rule (Khon_Kaen -> khon_kaen)
+  city                  required; same rule (Khon_Kaen -> khon_kaen), and
+                        registered (nakhon cities list; nakhon cities add)
   kind                  optional, e.g. air_quality, noise, traffic
   name                  optional, free text
   lat, lon              optional, WGS 84 degrees; both or neither
@@ -54,6 +55,8 @@ any other property into metadata.
 Re-importing the same file changes nothing (each row is reported unchanged).
 The file's values replace city, kind, name, lat, lon and metadata of an
 existing sensor; first_seen and last_seen are never touched.
+
+A row whose city is not registered is rejected like an invalid one.
 
 Exit codes: 0 every row imported; 1 some rows rejected (the good rows are
 still imported, each rejection is printed with its line and field); 2 the
@@ -123,6 +126,11 @@ def run_import(args: argparse.Namespace) -> int:
         except psycopg.OperationalError as exc:
             print(f"error: cannot reach the database: {exc}", file=sys.stderr)
             return EXIT_DATABASE
+        except psycopg.errors.UndefinedTable as exc:
+            print(f"error: {exc.diag.message_primary}: run nakhon migrate", file=sys.stderr)
+            return EXIT_DATABASE
+        for error in parsed.refuse(result.refused):
+            print(f"rejected: {error}", file=sys.stderr)
     else:
         result = ImportResult(0, 0, 0)
     print(summary(path, parsed, result, dry_run=args.dry_run))

@@ -8,7 +8,9 @@ and still store every reading exactly once.
 
 ``sensors`` is maintained from the same staging table with one upsert per
 batch (not one write per reading): a sensor seen for the first time is
-registered with the city of its topic, and ``last_seen`` only moves forward.
+registered with the city of its readings, and ``last_seen`` only moves forward.
+That city is always a registered one (``cities``): enrichment dead-letters
+readings of any other (``nakhon/processors/enrich.py``).
 """
 
 from __future__ import annotations
@@ -150,6 +152,15 @@ class ReadingWriter:
         async with self._conn.transaction(), self._conn.cursor() as cur:
             await cur.execute("SELECT sensor_id, city FROM sensors")
             return {str(sid): str(city) for sid, city in await cur.fetchall()}
+
+    async def registered_cities(self) -> frozenset[str]:
+        """The ids of the ``cities`` table: readings of any other city are dead-lettered."""
+        if self._conn is None or self._conn.closed:
+            await self.connect()
+        assert self._conn is not None
+        async with self._conn.transaction(), self._conn.cursor() as cur:
+            await cur.execute("SELECT city_id FROM cities")
+            return frozenset(str(city) for (city,) in await cur.fetchall())
 
     async def __aenter__(self) -> ReadingWriter:
         await self.connect()

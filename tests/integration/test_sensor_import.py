@@ -30,11 +30,18 @@ Row = tuple[object, ...]
 
 @pytest.fixture
 def prefix(stack: Stack) -> Iterator[str]:
-    """A sensor id prefix (and city) of this test's own; its sensors are deleted after."""
+    """A sensor id prefix (and registered city) of this test's own; all deleted after."""
     tag = f"reg{uuid.uuid4().hex[:10]}"
+    with psycopg.connect(DSN) as conn:
+        conn.execute(
+            "INSERT INTO cities (city_id, name_en, name_th, province, note)"
+            " VALUES (%s, 'Test city', 'เมืองทดสอบ', 'Test', 'a test fixture')",
+            (tag,),
+        )
     yield tag
     with psycopg.connect(DSN) as conn:
         conn.execute("DELETE FROM sensors WHERE sensor_id LIKE %s", (tag + "%",))
+        conn.execute("DELETE FROM cities WHERE city_id = %s", (tag,))
 
 
 @pytest.fixture
@@ -145,6 +152,21 @@ def test_a_sensor_seen_in_data_keeps_its_first_and_last_seen(
     ]
 
 
+def test_sensors_of_an_unregistered_city_are_refused_and_the_others_imported(
+    conn: psycopg.Connection[Row], prefix: str
+) -> None:
+    text = registry_csv(prefix) + f"{prefix}-x,{prefix}_nowhere,air_quality,,,,\n"
+    parsed = parse_csv(text)
+    result = import_sensors(conn, parsed.records)
+    assert (result.inserted, result.updated, result.unchanged) == (3, 0, 0)
+    assert [r.sensor_id for r in result.refused] == [f"{prefix}-x"]
+    errors = parsed.refuse(result.refused)
+    assert [str(e) for e in errors] == [
+        f"line 5: city '{prefix}_nowhere' is not registered; add it with nakhon cities add"
+    ]
+    assert [r[0] for r in rows(conn, prefix)] == [f"{prefix}-a", f"{prefix}-b", f"{prefix}-c"]
+
+
 def test_dry_run_writes_nothing(conn: psycopg.Connection[Row], prefix: str) -> None:
     records = parse_csv(registry_csv(prefix)).records
     assert import_sensors(conn, records, dry_run=True) == ImportResult(3, 0, 0)
@@ -217,6 +239,19 @@ def test_cli_exit_codes(conn: psycopg.Connection[Row], prefix: str, tmp_path: Pa
     assert done.returncode == 0, done.stderr
     assert "would import 1 (1 new" in done.stdout
     assert f"{prefix}-f" not in [r[0] for r in rows(conn, prefix)]
+
+    nowhere = tmp_path / "nowhere.csv"
+    nowhere.write_text(f"id,city\n{prefix}-g,rayong\n{prefix}-h,{prefix}_nowhere\n")
+    done = nakhon("sensors", "import", str(nowhere))
+    assert done.returncode == 1
+    assert done.stderr == (
+        f"rejected: line 3: city '{prefix}_nowhere' is not registered;"
+        " add it with nakhon cities add\n"
+    )
+    assert done.stdout.strip() == (
+        "nowhere.csv: 2 rows, imported 1 (1 new, 0 updated, 0 unchanged), 1 rejected"
+    )
+    assert f"{prefix}-h" not in [r[0] for r in rows(conn, prefix)]
 
     no_id = tmp_path / "no_id.csv"
     no_id.write_text("name,city\nx,y\n")

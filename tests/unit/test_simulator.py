@@ -6,14 +6,20 @@ import random
 from datetime import UTC, datetime, timedelta
 
 from nakhon.config import DEFAULT_ROUTES
+from nakhon.processors.enrich import SensorDirectory
 from nakhon.processors.normalize import NormalizePolicy
 from nakhon.processors.pipeline import Pipeline
 from nakhon.processors.routing import Router
 from nakhon.records import RawRecord
 from nakhon.simulator.command import READINGS_PER_MESSAGE
-from nakhon.simulator.fleet import build_fleet, faulty_payload, payload
+from nakhon.simulator.fleet import CITIES, build_fleet, faulty_payload, payload
 
-PIPELINE = Pipeline(Router(DEFAULT_ROUTES, "unknown"), NormalizePolicy())
+# The simulator's cities are registered (migration 0003 seeds them).
+PIPELINE = Pipeline(
+    Router(DEFAULT_ROUTES, "unknown"),
+    NormalizePolicy(),
+    SensorDirectory({}, [city.slug for city in CITIES]),
+)
 START = datetime(2026, 3, 15, 0, 0, tzinfo=UTC)  # burning season, through a whole day
 
 
