@@ -144,6 +144,8 @@ class Gateway:
     def readiness(self) -> tuple[bool, str]:
         if not self._source.connected:
             return False, "MQTT broker not connected"
+        if not self._source.subscribed:
+            return False, "MQTT subscriptions not (yet) granted by the broker"
         if not self._kafka_ok:
             return False, "Kafka not reachable"
         return True, f"{len(self._acks)} messages in flight"
@@ -214,20 +216,29 @@ class Gateway:
                 msg, slot, t0, raw, msg.payload, raw_headers(msg, self._settings.name)
             )
         except MessageSizeTooLargeError as exc:
-            # No retry can help: record that it came, and why it is not in
-            # nakhon.raw, so it is not lost without a trace, then move on.
-            log.error(
-                "a %d-byte payload on %s is larger than Kafka accepts; dead-lettered without it",
-                len(msg.payload),
-                msg.topic,
-            )
-            headers = [
-                *raw_headers(msg, self._settings.name),
-                ("reason", b"payload_too_large"),
-                ("detail", f"{len(msg.payload)} bytes: {exc}"[:1000].encode()),
-                ("stage", b"ingest"),
-            ]
+            await self._dead_letter_too_large(msg, slot, t0, exc)
+
+    async def _dead_letter_too_large(
+        self, msg: MqttMessage, slot: AckSlot, t0: float, exc: BaseException
+    ) -> None:
+        """No retry can help: record that it came, and why it is not in nakhon.raw."""
+        log.error(
+            "a %d-byte payload on %s is larger than Kafka accepts; dead-lettered without it",
+            len(msg.payload),
+            msg.topic[:200],
+        )
+        headers = [
+            *raw_headers(msg, self._settings.name),
+            ("reason", b"payload_too_large"),
+            ("detail", f"{len(msg.payload)} bytes: {exc}"[:1000].encode()),
+            ("stage", b"ingest"),
+        ]
+        try:
             await self._produce(msg, slot, t0, self._kafka_settings.deadletter_topic, b"", headers)
+        except MessageSizeTooLargeError:
+            # Even its headers are too large (a topic this long): the log line
+            # above is all that is left of it. Acknowledge, or it blocks the rest.
+            self._acknowledge(slot)
 
     async def _produce(
         self,
@@ -260,13 +271,29 @@ class Gateway:
                 if msg.connection != self._connection or self._stopping:
                     return  # unacknowledged: the broker redelivers it
         self._pending.add(delivery)
-        delivery.add_done_callback(lambda d: self._on_delivered(d, msg, slot, t0))
+        delivery.add_done_callback(lambda d: self._on_delivered(d, msg, slot, t0, topic))
 
     def _on_delivered(
-        self, fut: asyncio.Future[Any], msg: MqttMessage, slot: AckSlot, t0: float
+        self, fut: asyncio.Future[Any], msg: MqttMessage, slot: AckSlot, t0: float, topic: str
     ) -> None:
         self._pending.discard(fut)
         exc = fut.exception()
+        if (
+            isinstance(exc, MessageSizeTooLargeError)
+            and topic == self._kafka_settings.deadletter_topic
+        ):
+            log.error(
+                "Kafka refused even the bodiless dead letter of %s as too large", msg.topic[:200]
+            )
+            self._acknowledge(slot)
+            return
+        if isinstance(exc, MessageSizeTooLargeError):
+            # Refused by the broker itself (a topic's max.message.bytes below
+            # ours): resending cannot help, and would block every later PUBACK.
+            task = asyncio.ensure_future(self._dead_letter_too_large(msg, slot, t0, exc))
+            self._pending.add(task)
+            task.add_done_callback(self._pending.discard)
+            return
         if exc is not None:
             # Not stored: send it again, ahead of newer messages, after a pause.
             self._kafka_down(exc)
@@ -275,6 +302,9 @@ class Gateway:
         self._kafka_ok = True
         self._metrics.forwarded.inc()
         self._metrics.send_latency.observe(time.perf_counter() - t0)
+        self._acknowledge(slot)
+
+    def _acknowledge(self, slot: AckSlot) -> None:
         acked = self._acks.delivered(slot)
         if acked:
             self._metrics.acknowledged.inc(acked)

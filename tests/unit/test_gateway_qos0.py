@@ -13,6 +13,7 @@ from typing import cast
 
 import pytest
 from aiokafka import AIOKafkaProducer
+from aiokafka.errors import MessageSizeTooLargeError
 from prometheus_client import CollectorRegistry
 
 from nakhon.config import GatewaySettings, KafkaSettings, MqttSettings
@@ -128,3 +129,45 @@ async def test_drops_are_logged_now_and_then_not_once_each(
     warnings = [r for r in caplog.records if r.levelno == logging.WARNING]
     assert len(warnings) == 1
     assert "max_queued_qos0" in warnings[0].getMessage()
+
+
+class RefusingLargeKafka:
+    """Takes every record, then refuses at delivery those of ``raw`` larger than ``limit``,
+    as a broker whose topic has a smaller ``max.message.bytes`` does."""
+
+    def __init__(self, limit: int, refuse_topic: str) -> None:
+        self.limit = limit
+        self.refuse_topic = refuse_topic
+        self.sent: list[tuple[str, bytes, dict[str, bytes]]] = []
+
+    async def send(
+        self, topic: str, value: bytes, key: bytes, headers: list[tuple[str, bytes]]
+    ) -> asyncio.Future[None]:
+        self.sent.append((topic, value, dict(headers)))
+        delivery: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        if topic == self.refuse_topic and len(value) > self.limit:
+            delivery.set_exception(MessageSizeTooLargeError())
+        else:
+            delivery.set_result(None)
+        return delivery
+
+
+async def test_a_record_the_broker_refuses_as_too_large_is_dead_lettered_not_retried(
+    make_gateway: Make,
+) -> None:
+    gateway = make_gateway(100)
+    kafka = RefusingLargeKafka(limit=100, refuse_topic="nakhon.raw")
+    gateway._producer = cast(AIOKafkaProducer, kafka)
+    big = MqttMessage("city/rayong/aq-1/json", b"x" * 500, 1, 7, 1795766400000000, None, CONNECTION)
+    gateway._on_message(big)
+    gateway._on_message(message(8, qos=1))  # behind it: must not wait forever
+    forwarder = asyncio.create_task(gateway._forward())
+    try:
+        await asyncio.wait_for(gateway._drain(), timeout=5)
+    finally:
+        forwarder.cancel()
+    topics = [t for t, _, _ in kafka.sent]
+    assert topics == ["nakhon.raw", "nakhon.raw", "nakhon.deadletter"]
+    _, value, headers = kafka.sent[2]
+    assert value == b"" and headers["reason"] == b"payload_too_large"
+    assert len(gateway._acks) == 0  # both acknowledged: nothing blocks later PUBACKs
