@@ -37,6 +37,8 @@ from nakhon.mqtt_connection import MqttEndpoint
 REPO = Path(__file__).resolve().parents[1]
 LOGS = REPO / ".nakhon" / "logs" / "sandbox"
 KAFKA = "127.0.0.1:9092"
+#: The city the namespace's LoRaWAN uplinks fall back to (a registered one).
+LORAWAN_CITY = "chachoengsao"
 #: The local stack's TLS listener and the CA that signed its certificate (make up).
 MQTT_TLS_PORT = 8883
 LOCAL_CA = REPO / ".nakhon" / "tls" / "ca.crt"
@@ -191,7 +193,7 @@ class PipelineNamespace:
                 "NAKHON_KAFKA_DEADLETTER_TOPIC": self.deadletter_topic,
                 "NAKHON_KAFKA_CONSUMER_GROUP": self.name,
                 "NAKHON_PROCESSOR_ROUTES": json.dumps(routes),
-                "NAKHON_PROCESSOR_LORAWAN_CITY": "lorawan",
+                "NAKHON_PROCESSOR_LORAWAN_CITY": LORAWAN_CITY,
                 "NAKHON_PROCESSOR_BATCH_MAX_RECORDS": str(self.batch_max_records),
                 "NAKHON_LOG_LEVEL": "INFO",
             }

@@ -32,8 +32,12 @@ die() {
 wait_ready() {
   local name="$1" timeout="$2" log="$3"; shift 3
   local deadline=$((SECONDS + timeout))
+  local pid
+  pid="$(cat "$RUN/$name.pid" 2>/dev/null)"
   until "$@" >/dev/null 2>&1; do
-    pid_alive "$name" || die "start $name" "$log" "the process exited"
+    # kill -0, not pid_alive: just after the fork, before its exec, the child
+    # still has the stack script's command line and would not look like ours.
+    kill -0 "$pid" 2>/dev/null || die "start $name" "$log" "the process exited"
     (( SECONDS < deadline )) || die "start $name" "$log" "not ready after ${timeout}s"
     sleep 0.2
   done

@@ -37,24 +37,49 @@ _ADD_CITY = "nakhon cities add"
 
 
 class SensorDirectory:
-    """The registry as of the last refresh: sensor id -> city, and the registered cities."""
+    """The registry as of the last refresh: sensor id -> city, and the registered cities.
+
+    It remembers the sensors and cities it was asked about and did not know
+    (:meth:`take_misses`), so the processor can look just those up before it
+    believes them unregistered: a device registered a second ago is known at
+    once, not at the next full refresh.
+    """
 
     def __init__(
         self, sensors: Mapping[str, str] | None = None, cities: Iterable[str] = ()
     ) -> None:
         self._sensors: dict[str, str] = dict(sensors or {})
         self._cities: frozenset[str] = frozenset(cities)
+        self._missed_sensors: set[str] = set()
+        self._missed_cities: set[str] = set()
 
     def replace(self, sensors: Mapping[str, str], cities: Iterable[str]) -> None:
         """Swap in a new snapshot (both at once: enrichment never sees half of one)."""
         self._sensors, self._cities = dict(sensors), frozenset(cities)
 
+    def merge(self, sensors: Mapping[str, str], cities: Iterable[str]) -> None:
+        """Add what a look-up of missed names found."""
+        self._sensors.update(sensors)
+        self._cities = self._cities | frozenset(cities)
+
+    def take_misses(self) -> tuple[set[str], set[str]]:
+        """The sensors and cities asked about and unknown since the last call."""
+        misses = (self._missed_sensors, self._missed_cities)
+        self._missed_sensors, self._missed_cities = set(), set()
+        return misses
+
     def city_of(self, sensor_id: str) -> str | None:
         """The city the registry gives ``sensor_id``, or None if it is not registered."""
-        return self._sensors.get(sensor_id)
+        city = self._sensors.get(sensor_id)
+        if city is None:
+            self._missed_sensors.add(sensor_id)
+        return city
 
     def is_registered_city(self, city: str) -> bool:
-        return city in self._cities
+        if city in self._cities:
+            return True
+        self._missed_cities.add(city)
+        return False
 
     @property
     def city_count(self) -> int:

@@ -132,6 +132,9 @@ class Processor:
         self._started = False
         self._city_newest: dict[str, float] = {}
         self._registry_loaded_at = -math.inf
+        #: Looked up since the last refresh and not registered: not asked again until then.
+        self._not_registered: set[str] = set()
+        self._not_registered_cities: set[str] = set()
 
     async def start(self, prepare: Callable[[], Awaitable[None]] | None = None) -> None:
         """Connect to the database and Kafka, waiting (with capped backoff) until both answer.
@@ -210,6 +213,9 @@ class Processor:
         sensors = await self._writer.sensor_cities()
         first = self._registry_loaded_at == -math.inf
         self._pipeline.directory.replace(sensors, cities)
+        self._pipeline.directory.take_misses()
+        self._not_registered.clear()
+        self._not_registered_cities.clear()
         self._registry_loaded_at = time.monotonic()
         log.debug("registry: %d sensors, %d cities", len(sensors), len(cities))
         if first and self._settings.lorawan_city not in cities:
@@ -219,6 +225,30 @@ class Processor:
                 "(unknown_city)",
                 self._settings.lorawan_city,
             )
+
+    async def _look_up_misses(self) -> bool:
+        """Ask the database about the sensors and cities this batch found unregistered.
+
+        Returns True when it knew some of them (the snapshot was behind). Names
+        looked up and not found are not asked again until the next full refresh.
+        """
+        directory = self._pipeline.directory
+        sensors, cities = directory.take_misses()
+        sensors -= self._not_registered
+        cities -= self._not_registered_cities
+        if not sensors and not cities:
+            return False
+        try:
+            found, found_cities = await self._writer.registry_entries(sensors, cities)
+        except psycopg.Error as exc:
+            log.warning("registry look-up failed (%s); using the last snapshot", exc)
+            return False
+        self._not_registered |= sensors - found.keys()
+        self._not_registered_cities |= cities - found_cities
+        if not found and not found_cities:
+            return False
+        directory.merge(found, found_cities)
+        return True
 
     async def process(self, batch: KafkaBatch) -> None:
         if time.monotonic() - self._registry_loaded_at > self._settings.registry_refresh_s:
@@ -230,6 +260,9 @@ class Processor:
         self._metrics.records_consumed.inc(len(records))
         self._metrics.batch_records.observe(len(records))
         outcome = self._pipeline.process_batch(records)
+        if await self._look_up_misses():
+            # Registered since the last refresh: judge the batch again with them.
+            outcome = self._pipeline.process_batch(records)
         await self._store(outcome.outcomes)
         await self._publish(outcome)
         self._account(outcome)

@@ -16,7 +16,7 @@ readings of any other (``nakhon/processors/enrich.py``).
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from dataclasses import dataclass
 
 import psycopg
@@ -161,6 +161,22 @@ class ReadingWriter:
         async with self._conn.transaction(), self._conn.cursor() as cur:
             await cur.execute("SELECT city_id FROM cities")
             return frozenset(str(city) for (city,) in await cur.fetchall())
+
+    async def registry_entries(
+        self, sensor_ids: Collection[str], cities: Collection[str]
+    ) -> tuple[dict[str, str], frozenset[str]]:
+        """Of these sensors and cities, those the registry has now (sensor -> city; cities)."""
+        if self._conn is None or self._conn.closed:
+            await self.connect()
+        assert self._conn is not None
+        async with self._conn.transaction(), self._conn.cursor() as cur:
+            await cur.execute(
+                "SELECT sensor_id, city FROM sensors WHERE sensor_id = ANY(%s)", (list(sensor_ids),)
+            )
+            sensors = {str(sid): str(city) for sid, city in await cur.fetchall()}
+            await cur.execute("SELECT city_id FROM cities WHERE city_id = ANY(%s)", (list(cities),))
+            found = frozenset(str(city) for (city,) in await cur.fetchall())
+        return sensors, found
 
     async def __aenter__(self) -> ReadingWriter:
         await self.connect()

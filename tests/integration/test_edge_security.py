@@ -12,16 +12,20 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
+import cbor2
+import orjson
 import paho.mqtt.client as mqtt
 import psycopg
 import pytest
+from aiokafka import AIOKafkaProducer
 from paho.mqtt.enums import CallbackAPIVersion
 from paho.mqtt.reasoncodes import ReasonCode
 
+from nakhon.sandbox import KAFKA
 from tests.integration.conftest import REPO, Stack
 from tests.integration.pipeline_harness import (
     DSN,
@@ -334,12 +338,96 @@ async def test_registry_disagreements_are_dead_lettered_not_stored(
             (ns.topic("atlantis", stranger, "senml"), senml("pm25", 2.0, now())),
         ]
     )
-    letters = await ns.dead_letters(expect=2)
-    reasons = {str(d["reason"]) for d in letters}
-    assert {"city_mismatch", "unknown_city"} <= reasons
+    letters = await letters_until(
+        ns, lambda found: {"city_mismatch", "unknown_city"} <= {str(d["reason"]) for d in found}
+    )
+    mismatch = next(d for d in letters if d["reason"] == "city_mismatch")
+    assert mismatch["mqtt_topic"] == ns.topic(OTHER_CITY, sensor, "senml")
     assert count_rows(stranger) == 0
     with psycopg.connect(DSN) as conn:
         wrong = conn.execute(
             "SELECT count(*) FROM readings WHERE sensor_id = %s AND city <> %s", (sensor, CITY)
         ).fetchone()
     assert wrong == (0,)
+
+
+async def test_poison_payloads_neither_stall_nor_crash_the_pipeline(
+    ns: PipelineNamespace, publisher: Publisher
+) -> None:
+    """Each poison once, then an ordinary reading on the same partition: stored within seconds."""
+    sensor = f"{ns.name}-poisoned"
+    topic = ns.topic(CITY, sensor, "senml")
+    # ~900 KB whose dead letter (payload + 90 rejections naming 10 KB metrics)
+    # used to exceed Kafka's 1 MiB and be retried forever.
+    huge_names = orjson.dumps([{"n": f"{i:03d}" + "m" * 9997, "vs": "x"} for i in range(90)])
+    poison = [
+        (topic, huge_names),
+        (ns.topic(CITY, sensor, "senml-cbor"), cbor2.dumps([{0: "pm25", 2: 2**1100}])),
+        (ns.topic(CITY, sensor, "senml-cbor"), cbor2.dumps([{0: "pm25", 2: 1, 6: 2**1100}])),
+        (ns.topic(CITY, sensor, "json"), b'{"pm25": 1' + b"0" * 400 + b"}"),
+    ]
+    publisher.publish_all(poison)
+    await _produce_raw(ns, topic, senml("pm25", 7.0, now()), received_at=b"9" * 20)
+    publisher.publish_all([(topic, senml("pm10", 8.0, now()))])
+    started = time.monotonic()
+    wait_until(lambda: count_rows(sensor) == 2, 30, "the readings after the poison")
+    assert time.monotonic() - started < 15
+    expected = {
+        (topic, "non_numeric_value"),
+        (ns.topic(CITY, sensor, "senml-cbor"), "not_finite"),
+        (ns.topic(CITY, sensor, "senml-cbor"), "invalid_time"),
+        (ns.topic(CITY, sensor, "json"), "malformed_json"),
+    }
+    letters = await letters_until(
+        ns, lambda found: expected <= {(str(d["mqtt_topic"]), str(d["reason"])) for d in found}
+    )
+    big = next(d for d in letters if d["reason"] == "non_numeric_value")
+    assert big["value"] == huge_names  # kept whole: it fits the budget now
+    processor_log = next(s for s in ns.services if s.command == "processor").log_path
+    assert "Traceback" not in processor_log.read_text(errors="replace")
+
+
+async def letters_until(
+    ns: PipelineNamespace, enough: Callable[[list[dict[str, object]]], bool], timeout: float = 30
+) -> list[dict[str, object]]:
+    """Every dead letter of the namespace, read again until ``enough`` of them arrived."""
+    deadline = time.monotonic() + timeout
+    while True:
+        found = await ns.dead_letters(expect=1_000_000, wait_s=2)
+        if enough(found):
+            return found
+        assert time.monotonic() < deadline, f"dead letters so far: {[d['reason'] for d in found]}"
+
+
+async def _produce_raw(ns: PipelineNamespace, topic: str, value: bytes, received_at: bytes) -> None:
+    """A record on the namespace's nakhon.raw as a gateway would write it, but for one header."""
+    producer = AIOKafkaProducer(bootstrap_servers=KAFKA, acks="all")
+    await producer.start()
+    try:
+        headers = [("mqtt_topic", topic.encode()), ("received_at", received_at),
+                   ("gateway", b"e2e"), ("qos", b"1")]  # fmt: skip
+        await producer.send_and_wait(ns.raw_topic, value, key=topic.encode(), headers=headers)
+    finally:
+        await producer.stop()
+
+
+def test_a_packet_over_the_brokers_limit_is_refused_at_the_door(
+    ns: PipelineNamespace, device: dict[str, str], probe_of: Any
+) -> None:
+    """MQTT 3.1.1 (no Maximum Packet Size in its CONNACK, so the client cannot refuse it itself)."""
+    gone = threading.Event()
+    client = mqtt.Client(CallbackAPIVersion.VERSION2, protocol=mqtt.MQTTv311)
+    client.username_pw_set(device["username"], device["password"])
+    client.on_disconnect = lambda *a: gone.set()
+    client.connect("127.0.0.1", 1883)
+    client.loop_start()
+    try:
+        client.publish(device["topic_prefix"] + "senml", b"[" + b" " * 1_100_000 + b"]", qos=1)
+        assert gone.wait(10), "the broker took a packet over max_packet_size"
+    finally:
+        client.loop_stop()
+        client.disconnect()
+    probe = probe_of(device["username"], device["password"])
+    assert probe.connect().value == 0
+    assert probe.publish(device["topic_prefix"] + "json", b'{"noise": 55}') == 0
+    wait_until(lambda: _metric_rows(device["username"], "noise_laeq"), 30, "the next reading")

@@ -20,6 +20,7 @@ import cbor2
 import psycopg
 import pytest
 
+from nakhon.sandbox import LORAWAN_CITY
 from tests.integration.conftest import Stack
 from tests.integration.pipeline_harness import DSN, PipelineNamespace, Publisher, wait_until
 
@@ -249,7 +250,7 @@ async def test_the_things_stack_v3_uplink(ns: PipelineNamespace, publisher: Publ
     publisher.publish_all([(topic, json.dumps(uplink).encode())])
     assert stored(device_id, 5) == rows(
         device_id,
-        "lorawan",
+        LORAWAN_CITY,
         (T0, "temperature", 27.5),
         (T0, "humidity", 68.0),
         (T0, "pm2_5", 12.0),
@@ -281,7 +282,7 @@ async def test_chirpstack_v4_uplink(ns: PipelineNamespace, publisher: Publisher)
     publisher.publish_all([(topic, json.dumps(event).encode())])
     assert stored(eui, 5) == rows(
         eui,
-        "lorawan",
+        LORAWAN_CITY,
         (T0, "temperature", 31.0),
         (T0, "vehicle_count", 42.0),
         (T0, "vehicle_speed", 45.0),  # 12.5 m/s

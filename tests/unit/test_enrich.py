@@ -155,3 +155,17 @@ def test_the_pipeline_dead_letters_a_whole_payload_of_an_unknown_city() -> None:
     assert refused.readings == [] and refused.whole_rejection
     assert [(j.reason, j.stage.value) for j in refused.rejections] == [("unknown_city", "enrich")]
     assert {j.reason for j in refused.rejections} <= REASONS
+
+
+def test_the_directory_remembers_what_it_did_not_know_until_asked() -> None:
+    directory = SensorDirectory({"aq-1": "khon_kaen"}, ["khon_kaen"])
+    assert directory.city_of("aq-1") == "khon_kaen"
+    assert directory.city_of("aq-2") is None
+    assert not directory.is_registered_city("udon_thani")
+    assert directory.take_misses() == ({"aq-2"}, {"udon_thani"})
+    assert directory.take_misses() == (set(), set())
+    directory.merge({"aq-2": "udon_thani"}, ["udon_thani"])
+    assert directory.city_of("aq-2") == "udon_thani"
+    assert directory.is_registered_city("udon_thani")
+    assert directory.is_registered_city("khon_kaen")
+    assert directory.take_misses() == (set(), set())
