@@ -289,6 +289,8 @@ def _summary(
         "  gateway metrics    http://127.0.0.1:9101/metrics\n"
         "  processor metrics  http://127.0.0.1:9102/metrics\n"
         "  dead letters       Kafka topic nakhon.deadletter (reason and detail in the headers)\n"
+        "  your own device    nakhon devices add aq-1 --city chiang_mai  (prints its MQTT login;\n"
+        "                     the broker refuses anonymous clients: docs/security.md)\n"
         "  logs               .nakhon/logs/\n"
         "  stop everything    make down"
     )
