@@ -213,9 +213,15 @@ class PipelineNamespace:
         finally:
             await admin.close()
 
-    def gateway(self) -> Service:
+    def gateway(self, *, tls: bool = False) -> Service:
+        """A gateway of the namespace; with ``tls``, it reaches the broker on 8883 over TLS."""
         port = free_port()
         env = self.env() | {"NAKHON_GATEWAY_METRICS_PORT": str(port)}
+        if tls:
+            env |= {
+                "NAKHON_MQTT_PORT": str(MQTT_TLS_PORT),
+                "NAKHON_MQTT_TLS_CA_FILE": str(LOCAL_CA),
+            }
         svc = Service("gateway", env, f"http://127.0.0.1:{port}/readyz", self._log("gateway"))
         self.services.append(svc)
         return svc

@@ -123,12 +123,18 @@ async def _bench(args: argparse.Namespace, settings: Settings) -> dict[str, Any]
         n_latency = int(args.latency_rate * args.latency_seconds)
         _step(f"latency: {args.latency_rate:.0f} messages/s for {args.latency_seconds:.0f}s")
         latency = await run_phase(ns, "l", n_latency, args.latency_rate)
+        _step("throughput again, every MQTT hop over TLS (publishers and gateway on 8883)")
+        gateway.terminate()
+        tls_gateway = ns.gateway(tls=True)
+        tls_gateway.start()
+        throughput_tls = await run_phase(ns, "s", args.messages, None, tls=True)
     finally:
         ns.stop_all()
         cleanup(ns, dsn)
     msgs_per_s = throughput.readings_per_s / 5
     report["end_to_end"] = {
         "throughput": dataclasses.asdict(throughput),
+        "throughput_tls": dataclasses.asdict(throughput_tls),
         "latency_at_fixed_rate": dataclasses.asdict(latency)
         | {"offered_readings_per_s": round(args.latency_rate * 5)},
         "messages_per_s": round(msgs_per_s),
@@ -186,6 +192,11 @@ def _print(report: dict[str, Any]) -> None:
     print(
         f"  throughput   {t['readings_per_s']:>10,} readings/s  ({e['messages_per_s']:,} msg/s,"
         f" {t['readings']:,} readings in {t['seconds']} s)"
+    )
+    s = e["throughput_tls"]
+    print(
+        f"  over TLS     {s['readings_per_s']:>10,} readings/s  ({s['readings']:,} readings"
+        f" in {s['seconds']} s; publishers and gateway on 8883)"
     )
     print(
         f"  ratios       {e['ratio_to_mosquitto_ceiling']:.2f} of Mosquitto"

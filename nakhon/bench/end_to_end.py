@@ -17,6 +17,7 @@ publish-to-row, the figure a city app feels.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import multiprocessing
 import subprocess
 import time
@@ -32,7 +33,7 @@ from paho.mqtt.enums import CallbackAPIVersion
 from nakhon.bench.ceilings import BENCH_CITY
 from nakhon.bench.mqtt_logins import Broker, c_client_env
 from nakhon.bench.stats import percentile
-from nakhon.sandbox import KAFKA, PipelineNamespace
+from nakhon.sandbox import KAFKA, LOCAL_CA, MQTT_TLS_PORT, PipelineNamespace
 
 READINGS_PER_MESSAGE = 5
 _METRICS = ("pm2_5", "pm10", "temperature", "humidity", "noise_laeq")
@@ -126,7 +127,9 @@ def _epoch(iso: str) -> float:
     return datetime.fromisoformat(iso).timestamp()
 
 
-def _c_publishers(ns: PipelineNamespace, tag: str, messages: int, count: int = 4) -> None:
+def _c_publishers(
+    ns: PipelineNamespace, tag: str, messages: int, tls: bool = False, count: int = 4
+) -> None:
     """Publish ``messages`` packs through ``count`` mosquitto_pub processes, flat out.
 
     Each publisher is one sensor with one topic; its packs carry distinct times
@@ -135,7 +138,10 @@ def _c_publishers(ns: PipelineNamespace, tag: str, messages: int, count: int = 4
     per = messages // count
     base = time.time() - per
     procs = []
-    with c_client_env(Broker(publisher=ns.publisher_credentials)) as env:
+    broker = Broker(publisher=ns.publisher_credentials)
+    if tls:
+        broker = dataclasses.replace(broker, port=MQTT_TLS_PORT, ca_file=LOCAL_CA)
+    with c_client_env(broker) as env:
         for k in range(count):
             sensor = f"{ns.name}-{tag}{k}"
             lines = b"".join(_pack(sensor, i, base + i) + b"\n" for i in range(per))
@@ -161,9 +167,12 @@ def _c_publishers(ns: PipelineNamespace, tag: str, messages: int, count: int = 4
 
 
 async def run_phase(
-    ns: PipelineNamespace, tag: str, messages: int, rate: float | None
+    ns: PipelineNamespace, tag: str, messages: int, rate: float | None, *, tls: bool = False
 ) -> PhaseResult:
-    """Publish ``messages`` packs (flat out when ``rate`` is None) and time their rows."""
+    """Publish ``messages`` packs (flat out when ``rate`` is None) and time their rows.
+
+    With ``tls``, the flat-out publishers reach the broker over TLS (8883).
+    """
     consumer = AIOKafkaConsumer(ns.readings_topic, bootstrap_servers=KAFKA, group_id=None)
     await consumer.start()
     try:
@@ -172,7 +181,9 @@ async def run_phase(
         started = time.perf_counter()
         if rate is None:
             messages -= messages % 4
-            publishing = asyncio.ensure_future(asyncio.to_thread(_c_publishers, ns, tag, messages))
+            publishing = asyncio.ensure_future(
+                asyncio.to_thread(_c_publishers, ns, tag, messages, tls)
+            )
         else:
             # A process of its own: the publisher must not share a GIL with the
             # consumer that timestamps arrivals.
