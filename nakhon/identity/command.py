@@ -103,16 +103,25 @@ def _register_devices(sub: argparse._SubParsersAction[argparse.ArgumentParser]) 
     imp.add_argument("--topic-root", default="city", help=_ROOT_HELP)
     imp.set_defaults(func=run_devices_import)
 
-    for name, helptext, func in (
-        ("rotate", "issue a new password (the device is disconnected at once)", run_rotate),
-        ("revoke", "delete the device's credentials (disconnected at once)", run_revoke),
-    ):
-        c = cmds.add_parser(name, help=helptext, description=helptext)
-        c.add_argument("sensor_id", metavar="SENSOR_ID")
-        if name == "rotate":
-            c.add_argument("--password", help="use this password instead of a generated one")
-            c.add_argument("--json", action="store_true", help="print one JSON object")
-        c.set_defaults(func=func, kind="device")
+    rot = cmds.add_parser(
+        "rotate",
+        help="issue a new password (the device is disconnected at once)",
+        description="Issue a new password for SENSOR_ID; the device is disconnected at once.",
+    )
+    rot.add_argument("sensor_id", metavar="SENSOR_ID")
+    rot.add_argument("--password", help="use this password instead of a generated one")
+    rot.add_argument("--json", action="store_true", help="print one JSON object")
+    rot.set_defaults(func=run_rotate, kind="device")
+    rev = cmds.add_parser(
+        "revoke",
+        help="delete devices' credentials (disconnected at once)",
+        description=(
+            "Delete the MQTT credentials of each SENSOR_ID: connected ones are disconnected at "
+            "once, and refused from then on. The sensors stay in the registry with their data."
+        ),
+    )
+    rev.add_argument("sensor_ids", metavar="SENSOR_ID", nargs="+")
+    rev.set_defaults(func=run_revoke, kind="device")
 
     ls = cmds.add_parser("list", help="every client the broker knows, with its topics")
     ls.add_argument("--json", action="store_true", help="print a JSON list")
@@ -352,14 +361,20 @@ def run_rotate(args: argparse.Namespace) -> int:
 
 
 def run_revoke(args: argparse.Namespace) -> int:
-    name = getattr(args, "sensor_id", None) or args.name
-    identity = _identity_named(args.kind, name)
+    names = getattr(args, "sensor_ids", None) or [args.name]
+    identities = [_identity_named(args.kind, name) for name in names]
     settings = _settings()
 
     def rev(admin: DynsecAdmin) -> int:
-        provision.revoke(admin, identity)
-        print(f"revoked {identity.username}: disconnected, and refused from now on")
-        return EXIT_OK
+        gone = provision.revoke_all(admin, identities)
+        for identity in identities:
+            if identity.username in gone:
+                print(f"revoked {identity.username}: disconnected, and refused from now on")
+            else:
+                print(
+                    f"error: {identity.username} has no credentials at the broker", file=sys.stderr
+                )
+        return EXIT_OK if len(gone) == len(identities) else EXIT_REFUSED
 
     return _with_admin(settings, rev)
 

@@ -112,6 +112,17 @@ def revoke(admin: DynsecAdmin, identity: Identity) -> None:
         raise ProvisionError(f"cannot revoke {identity.username!r}: {results[0].error}")
 
 
+def revoke_all(admin: DynsecAdmin, identities: Sequence[Identity]) -> set[str]:
+    """Revoke many at once; returns the usernames that existed (and are now gone)."""
+    commands = [c for i in identities for c in delete_commands(i)]
+    results = admin.execute(commands)
+    return {
+        cmd["username"]
+        for cmd, r in zip(commands, results, strict=True)
+        if cmd["command"] == "deleteClient" and not r.error
+    }
+
+
 def list_identities(admin: DynsecAdmin) -> list[dict[str, Any]]:
     """Every client the broker knows, with its kind, state and granted topics."""
     roles = admin.list_roles()
