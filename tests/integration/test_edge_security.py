@@ -8,6 +8,8 @@ leave no row; a legitimate reading after it must still be stored.
 from __future__ import annotations
 
 import json
+import socket
+import ssl
 import subprocess
 import sys
 import threading
@@ -25,7 +27,8 @@ from aiokafka import AIOKafkaProducer
 from paho.mqtt.enums import CallbackAPIVersion
 from paho.mqtt.reasoncodes import ReasonCode
 
-from nakhon.sandbox import KAFKA
+from nakhon.mqtt_connection import MqttEndpoint
+from nakhon.sandbox import KAFKA, LOCAL_CA, MQTT_TLS_PORT
 from tests.integration.conftest import REPO, Stack
 from tests.integration.pipeline_harness import (
     DSN,
@@ -431,3 +434,54 @@ def test_a_packet_over_the_brokers_limit_is_refused_at_the_door(
     assert probe.connect().value == 0
     assert probe.publish(device["topic_prefix"] + "json", b'{"noise": 55}') == 0
     wait_until(lambda: _metric_rows(device["username"], "noise_laeq"), 30, "the next reading")
+
+
+async def test_the_whole_path_works_over_tls(stack: Stack) -> None:
+    """A device and the gateway both on 8883, verified against the CA make up generated."""
+    tls_ns = PipelineNamespace()
+    await tls_ns.prepare()
+    sensor = f"{tls_ns.name}-tls"
+    try:
+        tls_ns.gateway(tls=True).start()
+        tls_ns.processor().start()
+        made = nakhon(
+            "devices", "add", sensor, "--city", CITY, "--topic-root", tls_ns.root, "--json"
+        )
+        assert made.returncode == 0, made.stderr
+        creds = json.loads(made.stdout)
+        endpoint = MqttEndpoint(port=MQTT_TLS_PORT, tls_ca_file=LOCAL_CA)
+        client = endpoint.client()
+        client.username_pw_set(creds["username"], creds["password"])
+        endpoint.connect(client)
+        client.loop_start()
+        try:
+            info = client.publish(creds["topic_prefix"] + "json", b'{"pm25": 19.5}', qos=1)
+            info.wait_for_publish(10)
+            assert info.is_published()
+        finally:
+            client.disconnect()
+            client.loop_stop()
+        wait_until(lambda: count_rows(sensor) == 1, 30, "the reading sent over TLS")
+    finally:
+        nakhon("devices", "revoke", sensor)
+        tls_ns.stop_all()
+        with psycopg.connect(DSN) as conn:
+            conn.execute("DELETE FROM readings WHERE sensor_id = %s", (sensor,))
+            conn.execute("DELETE FROM sensors WHERE sensor_id = %s", (sensor,))
+
+
+def test_tls_refuses_a_client_that_cannot_verify_the_broker(stack: Stack) -> None:
+    """The broker's certificate verifies against the local CA only: a client using the
+    system's trust store fails the handshake."""
+    system = ssl.create_default_context()
+    with (
+        socket.create_connection(("127.0.0.1", MQTT_TLS_PORT), timeout=5) as raw,
+        pytest.raises(ssl.SSLCertVerificationError),
+    ):
+        system.wrap_socket(raw, server_hostname="127.0.0.1")
+    local = ssl.create_default_context(cafile=str(LOCAL_CA))
+    with (
+        socket.create_connection(("127.0.0.1", MQTT_TLS_PORT), timeout=5) as raw,
+        local.wrap_socket(raw, server_hostname="127.0.0.1") as tls,
+    ):
+        assert tls.version() in ("TLSv1.2", "TLSv1.3")
