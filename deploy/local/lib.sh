@@ -9,6 +9,10 @@ STATE="${NAKHON_STATE_DIR:-$REPO/.nakhon}"
 LOGS="$STATE/logs"
 RUN="$STATE/run"
 mkdir -p "$LOGS" "$RUN"
+# Generated credentials (NAKHON_*=... lines, mode 600), read by the nakhon
+# commands and services (nakhon/config.py, load_settings). Never committed.
+SECRETS="$STATE/secrets"
+ENV_FILE="$SECRETS/local.env"
 
 PG_VERSION=15
 PG_BIN="/usr/lib/postgresql/$PG_VERSION/bin"

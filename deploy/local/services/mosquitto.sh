@@ -9,8 +9,6 @@
 MQTT_PORT=1883
 MQTT_TLS_PORT=8883
 MOSQ_DIR="$STATE/mosquitto"
-SECRETS="$STATE/secrets"
-ENV_FILE="$SECRETS/local.env"
 TLS_DIR="$STATE/tls"
 
 mosquitto_install() {
