@@ -41,6 +41,8 @@ KAFKA = "127.0.0.1:9092"
 LORAWAN_CITY = "chachoengsao"
 #: The local stack's TLS listener and the CA that signed its certificate (make up).
 MQTT_TLS_PORT = 8883
+#: ... and its listener where a client certificate is the login.
+MQTT_X509_PORT = 8884
 LOCAL_CA = REPO / ".nakhon" / "tls" / "ca.crt"
 
 

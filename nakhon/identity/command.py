@@ -22,6 +22,7 @@ from pydantic import ValidationError
 from nakhon.cli import configure_logging
 from nakhon.config import DEFAULT_TOPIC_FILTERS, Settings, load_settings
 from nakhon.identity import provision
+from nakhon.identity.certificates import CertificateError, issue_device_certificate
 from nakhon.identity.dynsec import DynsecAdmin, DynsecError, write_initial_config
 from nakhon.identity.env_file import read_env_file, update_env_file
 from nakhon.identity.provision import Credentials, ProvisionError
@@ -38,6 +39,10 @@ from nakhon.mqtt_connection import MqttEndpoint
 from nakhon.storage.sensor_registry import SensorRecord
 
 EXIT_OK, EXIT_REFUSED, EXIT_USAGE, EXIT_UNREACHABLE = 0, 1, 2, 3
+
+#: The local stack's certificate authority (make up generates it).
+LOCAL_CA_CERT = Path(".nakhon/tls/ca.crt")
+LOCAL_CA_KEY = Path(".nakhon/tls/ca.key")
 
 _ROOT_HELP = (
     "topic root standing for 'city' (default: city); only for a deployment whose "
@@ -123,6 +128,23 @@ def _register_devices(sub: argparse._SubParsersAction[argparse.ArgumentParser]) 
     rev.add_argument("sensor_ids", metavar="SENSOR_ID", nargs="+")
     rev.set_defaults(func=run_revoke, kind="device")
 
+    cert = cmds.add_parser(
+        "certificate",
+        help="issue a client certificate: the device logs in with it instead of a password",
+        description=(
+            "Write SENSOR_ID.key (mode 600) and SENSOR_ID.crt (CN = SENSOR_ID, signed by the "
+            "CA) into --out. On the broker's certificate listener (the local stack's :8884) "
+            "the certificate is the login and the device's role applies as for a password. "
+            "The device must exist (nakhon devices add). Defaults: the local stack's CA."
+        ),
+    )
+    cert.add_argument("sensor_id", metavar="SENSOR_ID")
+    cert.add_argument("--ca-cert", type=Path, default=LOCAL_CA_CERT, help="default: %(default)s")
+    cert.add_argument("--ca-key", type=Path, default=LOCAL_CA_KEY, help="default: %(default)s")
+    cert.add_argument("--days", type=int, default=825, help="validity (default 825)")
+    cert.add_argument("--out", type=Path, default=Path("."), help="folder (default: here)")
+    cert.set_defaults(func=run_certificate)
+
     ls = cmds.add_parser("list", help="every client the broker knows, with its topics")
     ls.add_argument("--json", action="store_true", help="print a JSON list")
     ls.set_defaults(func=run_list, kind="device")
@@ -178,6 +200,33 @@ def run_devices_import(args: argparse.Namespace) -> int:
         return EXIT_OK
 
     return _with_admin(settings, run)
+
+
+def run_certificate(args: argparse.Namespace) -> int:
+    for f in (args.ca_cert, args.ca_key):
+        if not f.is_file():
+            return _usage_error(
+                FileNotFoundError(f"no CA file {f} (make up generates the local CA)")
+            )
+    settings = _settings()
+
+    def issue(admin: DynsecAdmin) -> int:
+        if args.sensor_id not in provision.existing_usernames(admin):
+            raise ProvisionError(
+                f"no device {args.sensor_id!r} at the broker: nakhon devices add it first"
+            )
+        made = issue_device_certificate(
+            args.sensor_id, args.ca_cert, args.ca_key, args.out, args.days
+        )
+        print(f"certificate: {made.certificate}")
+        print(f"key:         {made.key}   (mode 600: give it to the device only)")
+        return EXIT_OK
+
+    try:
+        return _with_admin(settings, issue)
+    except CertificateError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return EXIT_REFUSED
 
 
 def _read_device_csv(

@@ -16,6 +16,7 @@ import threading
 import time
 from collections.abc import AsyncIterator, Callable, Iterator
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import cbor2
@@ -28,7 +29,7 @@ from paho.mqtt.enums import CallbackAPIVersion
 from paho.mqtt.reasoncodes import ReasonCode
 
 from nakhon.mqtt_connection import MqttEndpoint
-from nakhon.sandbox import KAFKA, LOCAL_CA, MQTT_TLS_PORT
+from nakhon.sandbox import KAFKA, LOCAL_CA, MQTT_TLS_PORT, MQTT_X509_PORT
 from tests.integration.conftest import REPO, Stack
 from tests.integration.pipeline_harness import (
     DSN,
@@ -62,6 +63,9 @@ class Probe:
     username: str | None
     password: str | None
     client_id: str = ""
+    port: int = 1883
+    #: Client certificate and key, to log in with them on the certificate listener.
+    certificate: tuple[Path, Path] | None = None
     connack: ReasonCode | None = None
     disconnected: threading.Event = field(default_factory=threading.Event)
     received: list[mqtt.MQTTMessage] = field(default_factory=list)
@@ -74,6 +78,9 @@ class Probe:
         )
         if self.username is not None:
             self.client.username_pw_set(self.username, self.password)
+        if self.certificate is not None:
+            crt, key = self.certificate
+            self.client.tls_set(ca_certs=str(LOCAL_CA), certfile=str(crt), keyfile=str(key))
         self.client.on_connect = self._on_connect
         self.client.on_disconnect = lambda *a: self.disconnected.set()
         self.client.on_publish = self._on_publish
@@ -84,7 +91,7 @@ class Probe:
         connected = threading.Event()
         self.client.on_connect_fail = lambda *a: connected.set()
         self._connected = connected
-        self.client.connect("127.0.0.1", 1883)
+        self.client.connect("127.0.0.1", self.port)
         self.client.loop_start()
         assert connected.wait(10), "no CONNACK"
         assert self.connack is not None
@@ -485,3 +492,41 @@ def test_tls_refuses_a_client_that_cannot_verify_the_broker(stack: Stack) -> Non
         local.wrap_socket(raw, server_hostname="127.0.0.1") as tls,
     ):
         assert tls.version() in ("TLSv1.2", "TLSv1.3")
+
+
+def test_a_device_can_log_in_with_its_certificate_instead_of_a_password(
+    ns: PipelineNamespace, probe_of: Any, tmp_path: Path
+) -> None:
+    sensor = f"{ns.name}-x509"
+    made = nakhon("devices", "add", sensor, "--city", CITY, "--topic-root", ns.root, "--json")
+    assert made.returncode == 0, made.stderr
+    prefix = json.loads(made.stdout)["topic_prefix"]
+    issued = nakhon("devices", "certificate", sensor, "--out", str(tmp_path))
+    assert issued.returncode == 0, issued.stderr
+    crt, key = tmp_path / f"{sensor}.crt", tmp_path / f"{sensor}.key"
+    assert key.stat().st_mode & 0o777 == 0o600
+    device = probe_of(None, None, port=MQTT_X509_PORT, certificate=(crt, key))
+    assert device.connect().value == 0
+    assert device.publish(prefix + "json", b'{"pm25": 21.0}') == 0
+    assert device.publish(ns.topic(CITY, f"{ns.name}-victim", "json"), b'{"pm25": 1}') == 135
+    wait_until(lambda: count_rows(sensor) == 1, 30, "the reading of the certificate login")
+    # Revoked: disconnected at once, and its certificate opens nothing any more.
+    assert nakhon("devices", "revoke", sensor).returncode == 0
+    assert device.disconnected.wait(10)
+    again = probe_of(None, None, port=MQTT_X509_PORT, certificate=(crt, key))
+    again.connect()
+    assert again.publish(prefix + "json", b'{"pm25": 22.0}') == NOT_AUTHORIZED
+    assert count_rows(sensor) == 1
+
+
+def test_the_certificate_listener_refuses_a_client_without_one(stack: Stack) -> None:
+    local = ssl.create_default_context(cafile=str(LOCAL_CA))
+    # TLS 1.3 sends the refusal after the handshake: the first read fails.
+    with (
+        socket.create_connection(("127.0.0.1", MQTT_X509_PORT), timeout=5) as raw,
+        local.wrap_socket(raw, server_hostname="127.0.0.1") as tls,
+        pytest.raises((ssl.SSLError, ConnectionError)),
+    ):
+        tls.sendall(b"\x10\x00")
+        if not tls.recv(1):
+            raise ConnectionResetError("closed without a byte")

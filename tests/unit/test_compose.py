@@ -248,6 +248,8 @@ def test_mosquitto_is_configured_like_the_local_broker() -> None:
             "cafile",
             "certfile",
             "keyfile",
+            "require_certificate",
+            "use_identity_as_username",
         )
         return {line.strip() for line in text.splitlines() if line.strip()} - {
             line.strip() for line in text.splitlines() if line.strip().startswith(skip)

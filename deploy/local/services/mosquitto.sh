@@ -8,6 +8,8 @@
 
 MQTT_PORT=1883
 MQTT_TLS_PORT=8883
+#: TLS where the client's certificate is its login (its CN is the username).
+MQTT_X509_PORT=8884
 MOSQ_DIR="$STATE/mosquitto"
 TLS_DIR="$STATE/tls"
 
@@ -46,7 +48,7 @@ mosquitto_tls() {
 mosquitto_start() {
   if pid_alive mosquitto; then return 0; fi
   local port
-  for port in "$MQTT_PORT" "$MQTT_TLS_PORT"; do
+  for port in "$MQTT_PORT" "$MQTT_TLS_PORT" "$MQTT_X509_PORT"; do
     if port_open "$port"; then
       die "start mosquitto" "" "port $port is taken by a process Nakhon did not start; stop it or set NAKHON_MQTT_PORT and use your own broker"
     fi
@@ -74,6 +76,14 @@ listener $MQTT_TLS_PORT 127.0.0.1
 cafile $MOSQ_DIR/tls/ca.crt
 certfile $MOSQ_DIR/tls/server.crt
 keyfile $MOSQ_DIR/tls/server.key
+# Devices that cannot keep a password: their certificate (signed by the CA) is
+# the login, its CN the username; the plugin applies that device's role.
+listener $MQTT_X509_PORT 127.0.0.1
+cafile $MOSQ_DIR/tls/ca.crt
+certfile $MOSQ_DIR/tls/server.crt
+keyfile $MOSQ_DIR/tls/server.key
+require_certificate true
+use_identity_as_username true
 persistence true
 persistence_location $MOSQ_DIR/data/
 autosave_interval 10
@@ -98,6 +108,7 @@ CONF
   echo $! > "$RUN/mosquitto.pid"
   wait_ready mosquitto 20 "$LOGS/mosquitto.log" port_open "$MQTT_PORT"
   wait_ready mosquitto 20 "$LOGS/mosquitto.log" port_open "$MQTT_TLS_PORT"
+  wait_ready mosquitto 20 "$LOGS/mosquitto.log" port_open "$MQTT_X509_PORT"
 }
 
 mosquitto_stop() {
@@ -106,7 +117,7 @@ mosquitto_stop() {
 
 mosquitto_status() {
   if pid_alive mosquitto && port_open "$MQTT_PORT"; then
-    echo "mosquitto   running  127.0.0.1:$MQTT_PORT, TLS :$MQTT_TLS_PORT  $(/usr/sbin/mosquitto -h 2>/dev/null | head -1 | sed 's/mosquitto //'), no anonymous access"
+    echo "mosquitto   running  127.0.0.1:$MQTT_PORT, TLS :$MQTT_TLS_PORT, certificate login :$MQTT_X509_PORT  $(/usr/sbin/mosquitto -h 2>/dev/null | head -1 | sed 's/mosquitto //'), no anonymous access"
   else
     echo "mosquitto   stopped"
   fi
