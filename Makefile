@@ -7,7 +7,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STACK := deploy/local/stack.sh
 
-.PHONY: help venv up down status test unit integration lint format demo simulate bench clean
+.PHONY: help venv up down status test unit integration lint format demo simulate bench clean compose-env
 
 help: ## Show this help
 	@awk 'BEGIN {FS = ":.*## "} /^[a-z-]+:.*## / {printf "  \033[1mmake %-12s\033[0m %s\n", $$1, $$2}' $(MAKEFILE_LIST)
@@ -54,6 +54,9 @@ simulate: up ## Run the simulated fleet until Ctrl-C
 
 bench: up ## Measure end-to-end readings/s and latency against the raw ceilings
 	@$(VENV)/bin/nakhon bench --json bench-results/bench.json
+
+compose-env: ## Write .env with generated secrets for docker compose (once)
+	@deploy/compose/env.sh
 
 clean: down ## Stop the stack and delete its data (.nakhon/) and the virtualenv
 	@for d in .nakhon/*; do [ -L "$$d" ] && rm -rf "$$(readlink -f "$$d")"; done; true

@@ -346,3 +346,17 @@ def test_the_broker_starts_closed_with_generated_credentials(services: dict[str,
     # Only the services that need an MQTT login see the secrets.
     for name in ("processor", "api", "maintain", "migrate"):
         assert not any("nakhon-secrets" in v for v in services[name].get("volumes", [])), name
+
+
+def test_only_mqtt_and_the_api_are_published(services: dict[str, Json]) -> None:
+    published = {name: s["ports"] for name, s in services.items() if "ports" in s}
+    assert published == {"mosquitto": ["1883:1883"], "api": ["8080:8080"]}
+    ops = yaml.safe_load((REPO / "docker-compose.ops.yml").read_text())["services"]
+    for name, service in ops.items():
+        assert all(p.startswith("127.0.0.1:") for p in service["ports"]), name
+
+
+def test_no_default_admin_password_and_no_lifecycle_api(services: dict[str, Json]) -> None:
+    grafana_password = services["grafana"]["environment"]["GF_SECURITY_ADMIN_PASSWORD"]
+    assert grafana_password.startswith("${GRAFANA_ADMIN_PASSWORD:?")
+    assert not any("lifecycle" in arg for arg in services["prometheus"]["command"])
