@@ -26,6 +26,7 @@ COMMANDS = [
     "nakhon.bench.command",
     "nakhon.storage.maintenance",
     "nakhon.api.command",
+    "nakhon.api.keys_command",
 ]
 
 

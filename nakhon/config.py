@@ -101,6 +101,8 @@ class GatewaySettings(BaseModel):
     #: further ones are dropped (QoS 0 is at most once) and counted in
     #: ``nakhon_gateway_qos0_dropped_total``, so memory stays bounded.
     max_queued_qos0: int = 10_000
+    #: Address of /metrics, /healthz and /readyz (0.0.0.0 to let other hosts scrape).
+    metrics_host: str = "127.0.0.1"
     metrics_port: int = 9101
 
 
@@ -121,6 +123,8 @@ class ProcessorSettings(BaseModel):
     backfill_horizon_days: float = 30.0
     #: City assigned to LoRaWAN devices whose topic names none (until the registry says otherwise).
     lorawan_city: str = "unknown"
+    #: Address of /metrics, /healthz and /readyz (0.0.0.0 to let other hosts scrape).
+    metrics_host: str = "127.0.0.1"
     metrics_port: int = 9102
     publish_readings: bool = True
 
@@ -128,10 +132,27 @@ class ProcessorSettings(BaseModel):
 class ApiSettings(BaseModel):
     host: str = "127.0.0.1"
     port: int = 8080
-    #: When set, every /v1 request must carry one of these in ``X-API-Key``.
-    api_keys: list[SecretStr] = Field(default_factory=list)
+    #: Serve /v1 without a key (open data), with only ``public_scopes``. Off: a
+    #: key from ``nakhon api-keys create`` is required (503 until one exists).
+    public: bool = False
+    #: Comma-separated scopes of keyless requests in public mode (never vehicles by default).
+    public_scopes: str = "readings,aqi,sensors"
+    #: The local stack's own key (``make up`` writes it to the env file): the
+    #: key ``make bench`` and the demo's hints use; the server never reads it.
+    local_key: SecretStr | None = None
+    #: Seconds a key (or its revocation) is cached per process.
+    key_cache_s: float = 5.0
+    #: Per key (or, in public mode, per client address): sustained requests per second ...
+    rate_per_s: float = 20.0
+    #: ... and the burst allowed above that rate (token bucket); past it, 429.
+    rate_burst: int = 60
     #: Points (series x buckets) one /v1/series response may hold; past it, 400.
     max_points: int = 10_000
+    #: Longest [start, end) of /v1/series and /v1/vehicles/{id}/track; past it, 400.
+    max_range_days: float = 366.0
+    #: Requests to the heavy routes (series, aqi, vehicles) served at once; the
+    #: pool keeps its other connections for cheap ones. 0: pool_max - 1.
+    heavy_requests: int = 0
     #: Requests allowed to queue for a pooled connection before 503s start.
     pool_max_waiting: int = 64
     #: Server-side cap on one query, so a heavy request cannot hog the database.

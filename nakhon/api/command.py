@@ -34,8 +34,10 @@ def run_api(args: argparse.Namespace) -> int:
     settings = load_settings()
     configure_logging(settings.log_level)
     app = create_app(settings)
-    if not settings.api.api_keys:
-        log.warning("no API keys configured: /v1 is open (fine for the local demo only)")
+    if settings.api.public:
+        log.warning(
+            "public mode: /v1 answers requests without a key, scopes %s", settings.api.public_scopes
+        )
     log.info("serving on http://%s:%d", settings.api.host, settings.api.port)
     uvicorn.run(
         app,

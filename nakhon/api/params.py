@@ -92,6 +92,13 @@ def parse_bbox(text: str) -> BBox:
     return box
 
 
-def check_range(start: datetime, end: datetime) -> None:
+def check_range(start: datetime, end: datetime, longest: timedelta | None = None) -> None:
     if start >= end:
         raise ApiError(400, "invalid_range", "start must be before end")
+    if longest is not None and end - start > longest:
+        raise ApiError(
+            400,
+            "range_too_long",
+            f"[start, end) spans {end - start}, more than the {longest} one request may ask for:"
+            " split the range",
+        )

@@ -160,7 +160,8 @@ async def _api_latency(settings: Settings) -> dict[str, float] | None:
         print("  (API not running: its latency is not measured)", file=sys.stderr)
         return None
     _step("API: 24 h, 5-minute buckets, one sensor and a whole city")
-    result: dict[str, float] = await module.measure_api_latency(base)
+    key = settings.api.local_key.get_secret_value() if settings.api.local_key else None
+    result: dict[str, float] = await module.measure_api_latency(base, api_key=key)
     return result
 
 

@@ -58,7 +58,9 @@ def run_gateway(args: argparse.Namespace) -> int:
 async def _serve(settings: Settings) -> None:
     registry = CollectorRegistry()
     gateway = Gateway(settings.mqtt, settings.kafka, settings.gateway, GatewayMetrics(registry))
-    health = HealthServer(registry, gateway.readiness, "0.0.0.0", settings.gateway.metrics_port)  # noqa: S104
+    health = HealthServer(
+        registry, gateway.readiness, settings.gateway.metrics_host, settings.gateway.metrics_port
+    )
     await health.start()
     log.info(
         "gateway %s: MQTT %s:%d -> Kafka %s topic %s",

@@ -69,7 +69,7 @@ async def _serve(settings: Settings, router: Router, migrate_first: bool) -> Non
         ProcessorMetrics(registry),
     )
     port = settings.processor.metrics_port
-    health = HealthServer(registry, processor.readiness, "0.0.0.0", port)  # noqa: S104
+    health = HealthServer(registry, processor.readiness, settings.processor.metrics_host, port)
     await health.start()
 
     async def migrate_schema() -> None:

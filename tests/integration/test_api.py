@@ -23,6 +23,8 @@ import uvicorn
 from pydantic import SecretStr
 
 from nakhon.api.app import create_app
+from nakhon.api.key_store import create_api_key
+from nakhon.api.keys import SCOPES
 from nakhon.config import ApiSettings, DbSettings, Settings
 from nakhon.processors.aqi import Concentrations, thai_aqi, us_aqi
 from nakhon.storage.migrate import migrate, timescaledb_edition
@@ -58,7 +60,19 @@ def serve(settings: Settings) -> Iterator[str]:
 
 
 def settings_for(stack: Stack, **api: Any) -> Settings:
+    # Tests send many requests quickly: a rate limit only where a test sets one.
+    api = {"rate_per_s": 10_000.0, "rate_burst": 10_000, **api}
     return Settings(db=DbSettings(dsn=SecretStr(stack.dsn)), api=ApiSettings(**api))
+
+
+def provision_key(dsn: str, name: str = "tests", **grant: Any) -> str:
+    """A new key through the library function ``nakhon api-keys create`` uses."""
+    if not grant.get("cities"):
+        grant.setdefault("all_cities", True)
+    grant.setdefault("scopes", SCOPES)
+    with psycopg.connect(dsn) as conn:
+        key, _ = create_api_key(conn, name, **grant)
+    return key.key
 
 
 @pytest.fixture(scope="module")
@@ -68,9 +82,16 @@ def base_url(stack: Stack) -> Iterator[str]:
         yield url
 
 
+@pytest.fixture(scope="module")
+def all_cities_key(stack: Stack) -> str:
+    migrate(stack.dsn)
+    return provision_key(stack.dsn, "tests: test_api")
+
+
 @pytest.fixture
-def client(base_url: str) -> Iterator[httpx.Client]:
-    with httpx.Client(base_url=base_url, timeout=10) as c:
+def client(base_url: str, all_cities_key: str) -> Iterator[httpx.Client]:
+    headers = {"X-API-Key": all_cities_key}
+    with httpx.Client(base_url=base_url, timeout=10, headers=headers) as c:
         yield c
 
 
@@ -349,13 +370,13 @@ def test_probes_and_metrics(client: httpx.Client) -> None:
     assert "nakhon_api_request_duration_seconds_bucket" in text
 
 
-def test_api_key_enforced_when_set(stack: Stack) -> None:
-    keys = [SecretStr("k-one"), SecretStr("k-two")]
-    with serve(settings_for(stack, api_keys=keys)) as url, httpx.Client(base_url=url) as c:
+def test_api_key_enforced(base_url: str, all_cities_key: str) -> None:
+    with httpx.Client(base_url=base_url) as c:
         assert c.get("/v1/cities").status_code == 401
         bad = c.get("/v1/cities", headers={"X-API-Key": "nope"})
         assert bad.status_code == 401 and bad.json()["error"]["code"] == "unauthorized"
-        assert c.get("/v1/cities", headers={"X-API-Key": "k-two"}).status_code == 200
+        assert c.get("/v1/cities", headers={"X-API-Key": ""}).status_code == 401
+        assert c.get("/v1/cities", headers={"X-API-Key": all_cities_key}).status_code == 200
         assert c.get("/healthz").status_code == 200  # probes stay open
         spec = c.get("/openapi.json").json()
         assert "X-API-Key" in str(spec["components"]["securitySchemes"])
@@ -370,3 +391,4 @@ def test_readyz_reports_an_unreachable_database() -> None:
         assert c.get("/healthz").status_code == 200
         response = c.get("/readyz")
         assert response.status_code == 503 and response.json()["error"]["code"] == "not_ready"
+        assert "Error" not in response.text and "Timeout" not in response.text  # no class names

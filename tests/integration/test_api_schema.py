@@ -17,7 +17,7 @@ from schemathesis.core.result import Ok
 
 from nakhon.storage.migrate import migrate
 from tests.integration.conftest import Stack
-from tests.integration.test_api import serve, settings_for
+from tests.integration.test_api import provision_key, serve, settings_for
 
 
 @pytest.fixture(scope="module")
@@ -27,7 +27,12 @@ def base_url(stack: Stack) -> Iterator[str]:
         yield url
 
 
-def test_no_server_errors(base_url: str) -> None:
+@pytest.fixture(scope="module")
+def api_key(stack: Stack) -> str:
+    return provision_key(stack.dsn, "tests: schemathesis")
+
+
+def test_no_server_errors(base_url: str, api_key: str) -> None:
     """Each operation gets its own bounded hypothesis run (the pytest plugin of
     schemathesis does not support this pytest; driving it directly does)."""
     schema = schemathesis.openapi.from_url(f"{base_url}/openapi.json")
@@ -46,7 +51,7 @@ def test_no_server_errors(base_url: str) -> None:
         def check(case: schemathesis.Case[Any]) -> None:
             nonlocal calls
             calls += 1
-            case.call_and_validate(checks=[not_a_server_error])
+            case.call_and_validate(headers={"X-API-Key": api_key}, checks=[not_a_server_error])
 
         check()
     assert calls >= 100  # the run really exercised the API

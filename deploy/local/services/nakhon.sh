@@ -27,6 +27,12 @@ nakhon_start() {
   export NAKHON_ENV_FILE="$ENV_FILE"
   "$NAKHON_BIN" migrate >>"$LOGS/nakhon-migrate.log" 2>&1 \
     || die "nakhon migrate" "$LOGS/nakhon-migrate.log" "the schema migration failed"
+  # The API serves only keyed requests: keep the local user's all-cities key
+  # (NAKHON_API_LOCAL_KEY) in $ENV_FILE, made once per checkout, never printed.
+  if nakhon_has_command api-keys; then
+    "$NAKHON_BIN" api-keys ensure-env --env-file "$ENV_FILE" >>"$LOGS/nakhon-migrate.log" 2>&1 \
+      || die "nakhon api-keys ensure-env" "$LOGS/nakhon-migrate.log" "could not make the local API key"
+  fi
   local entry name url
   for entry in "${NAKHON_SERVICES[@]}"; do
     name="${entry%%:*}"; url="${entry#*:}"

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any
@@ -21,7 +22,9 @@ _CITIES = """
 SELECT c.city, c.sensors,
        (SELECT r.time FROM readings r WHERE r.city = c.city ORDER BY r.time DESC LIMIT 1)
            AS last_reading
-FROM (SELECT city, count(*) AS sensors FROM sensors GROUP BY city) c
+FROM (SELECT city, count(*) AS sensors FROM sensors
+      WHERE %(cities)s::text[] IS NULL OR city = ANY(%(cities)s::text[])
+      GROUP BY city) c
 ORDER BY c.city
 """
 
@@ -37,15 +40,18 @@ _DISTANCE = sql.SQL(
 ).format(r=sql.Literal(EARTH_RADIUS_M))
 
 
-async def list_cities(conn: Conn) -> list[dict[str, Any]]:
+async def list_cities(conn: Conn, cities: frozenset[str] | None) -> list[dict[str, Any]]:
+    """Cities with sensors, only those in ``cities`` (None: all)."""
     async with conn.cursor(row_factory=dict_row) as cur:
-        await cur.execute(_CITIES)
+        await cur.execute(_CITIES, {"cities": sorted(cities) if cities is not None else None})
         return await cur.fetchall()
 
 
 @dataclass(frozen=True, slots=True)
 class SensorFilter:
     city: str | None = None
+    #: The cities the caller may see (None: all).
+    visible: frozenset[str] | None = None
     kind: str | None = None
     metric: str | None = None
     #: With ``metric``: only sensors that reported it this recently (raw data).
@@ -63,6 +69,9 @@ async def list_sensors(conn: Conn, f: SensorFilter) -> list[dict[str, Any]]:
     if f.city is not None:
         where.append(sql.SQL("s.city = %(city)s"))
         params["city"] = f.city
+    if f.visible is not None:
+        where.append(sql.SQL("s.city = ANY(%(visible)s)"))
+        params["visible"] = sorted(f.visible)
     if f.kind is not None:
         where.append(sql.SQL("s.kind = %(kind)s"))
         params["kind"] = f.kind
@@ -110,6 +119,15 @@ async def list_sensors(conn: Conn, f: SensorFilter) -> list[dict[str, Any]]:
         if row["distance_m"] is not None and not math.isfinite(row["distance_m"]):
             row["distance_m"] = None
     return rows
+
+
+async def sensors_in(conn: Conn, sensor_ids: Sequence[str], cities: frozenset[str]) -> set[str]:
+    """Those of ``sensor_ids`` registered in one of ``cities``."""
+    cur = await conn.execute(
+        "SELECT sensor_id FROM sensors WHERE sensor_id = ANY(%s) AND city = ANY(%s)",
+        (list(sensor_ids), sorted(cities)),
+    )
+    return {str(r[0]) for r in await cur.fetchall()}
 
 
 async def get_sensor(conn: Conn, sensor_id: str) -> dict[str, Any] | None:

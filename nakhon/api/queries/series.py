@@ -75,6 +75,8 @@ class SeriesRequest:
     sensor_ids: tuple[str, ...]
     city: str | None
     fill: Fill
+    #: The cities the caller may see (None: all); readings outside them are never read.
+    visible: frozenset[str] | None = None
 
     @property
     def per_sensor(self) -> bool:
@@ -129,6 +131,8 @@ def build_query(req: SeriesRequest, source: Source) -> sql.Composed:
         filters.append(sql.SQL("sensor_id = ANY(%(sensors)s)"))
     if req.city is not None:
         filters.append(sql.SQL("city = %(city)s"))
+    if req.visible is not None:
+        filters.append(sql.SQL("city = ANY(%(visible)s)"))
     agg = (_RAW_AGG if source is RAW else _ROLLUP_AGG)[req.agg]
     return sql.SQL(
         "SELECT {key}, time_bucket(%(bucket)s, {time}) AS b, {agg} FROM {table}"
@@ -153,6 +157,7 @@ async def fetch_series(
         "end": req.end,
         "sensors": list(req.sensor_ids),
         "city": req.city,
+        "visible": sorted(req.visible) if req.visible is not None else None,
         "bucket": req.bucket,
     }
     found: dict[str, dict[datetime, float | None]] = {}

@@ -22,6 +22,7 @@ _TRACK = """
 SELECT time, lat, lon, speed_kmh, heading
 FROM positions
 WHERE vehicle_id = %(vehicle)s AND time >= %(start)s AND time < %(end)s
+  AND (%(visible)s::text[] IS NULL OR city = ANY(%(visible)s::text[]))
   AND (%(after)s::timestamptz IS NULL OR time > %(after)s::timestamptz)
 ORDER BY time
 LIMIT %(limit)s
@@ -46,6 +47,7 @@ async def track(
     end: datetime,
     after: datetime | None,
     limit: int,
+    visible: frozenset[str] | None = None,
 ) -> list[dict[str, Any]]:
     async with conn.cursor(row_factory=dict_row) as cur:
         await cur.execute(
@@ -56,6 +58,17 @@ async def track(
                 "end": end,
                 "after": after,
                 "limit": limit + 1,
+                "visible": sorted(visible) if visible is not None else None,
             },
         )
         return await cur.fetchall()
+
+
+async def vehicle_seen(conn: Conn, vehicle_id: str, cities: frozenset[str]) -> bool:
+    """Whether the vehicle has any stored position in one of ``cities``."""
+    cur = await conn.execute(
+        "SELECT EXISTS (SELECT 1 FROM positions WHERE vehicle_id = %s AND city = ANY(%s))",
+        (vehicle_id, sorted(cities)),
+    )
+    row = await cur.fetchone()
+    return bool(row and row[0])

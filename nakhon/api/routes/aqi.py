@@ -7,7 +7,9 @@ from typing import Annotated, Literal
 
 from fastapi import APIRouter, Depends, Query
 
-from nakhon.api.database import Conn, connection
+from nakhon.api.auth import check_city, require
+from nakhon.api.database import Conn, heavy_connection
+from nakhon.api.keys import Grant
 from nakhon.api.models import AqiResponse, AqiStation, ErrorBody
 from nakhon.api.params import ID_PATTERN, as_utc
 from nakhon.api.queries import aqi as q
@@ -27,11 +29,13 @@ router = APIRouter(tags=["air quality"], responses={400: {"model": ErrorBody}})
     ),
 )
 async def aqi(
-    conn: Annotated[Conn, Depends(connection)],
+    grant: Annotated[Grant, Depends(require("aqi"))],
+    conn: Annotated[Conn, Depends(heavy_connection)],
     city: Annotated[str, Query(pattern=ID_PATTERN)],
     standard: Literal["th", "us"] = "th",
     at: datetime | None = None,
 ) -> AqiResponse:
+    check_city(grant, city)
     when = as_utc(at) if at is not None else datetime.now(UTC)
     index = thai_aqi if standard == "th" else us_aqi
     stations = []

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import logging
+
 from fastapi import APIRouter, Request, Response
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from psycopg_pool import AsyncConnectionPool
@@ -9,6 +11,8 @@ from psycopg_pool import AsyncConnectionPool
 from nakhon.api.database import Conn
 from nakhon.api.errors import ApiError
 from nakhon.api.models import ErrorBody, Health
+
+log = logging.getLogger(__name__)
 
 router = APIRouter(tags=["operations"])
 
@@ -29,8 +33,9 @@ async def readyz(request: Request) -> Health:
     try:
         async with pool.connection(timeout=2.0) as conn:
             await conn.execute("SELECT 1")
-    except Exception as exc:
-        raise ApiError(503, "not_ready", f"database not reachable: {type(exc).__name__}") from exc
+    except Exception as exc:  # any failure means not ready; the details stay in our log
+        log.warning("readiness check failed: %s", exc)
+        raise ApiError(503, "not_ready", "the database is not reachable") from exc
     return Health(status="ready")
 
 

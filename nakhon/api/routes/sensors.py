@@ -7,8 +7,10 @@ from typing import Annotated
 
 from fastapi import APIRouter, Depends, Path, Query, Request
 
+from nakhon.api.auth import authenticate, check_city, require
 from nakhon.api.database import Conn, connection
 from nakhon.api.errors import ApiError
+from nakhon.api.keys import Grant
 from nakhon.api.models import City, ErrorBody, LatestValue, Sensor, SensorLatest, SensorPage
 from nakhon.api.params import (
     ID_PATTERN,
@@ -26,12 +28,15 @@ SensorId = Annotated[str, Path(pattern=ID_PATTERN, description="1–64 of [a-z0-
 
 
 @router.get("/cities", response_model=list[City], summary="Cities, sensor counts, last reading")
-async def cities(conn: Annotated[Conn, Depends(connection)]) -> list[City]:
-    return [City.model_validate(row) for row in await q.list_cities(conn)]
+async def cities(
+    grant: Annotated[Grant, Depends(authenticate)], conn: Annotated[Conn, Depends(connection)]
+) -> list[City]:
+    return [City.model_validate(row) for row in await q.list_cities(conn, grant.cities)]
 
 
 @router.get("/sensors", response_model=SensorPage, summary="Find sensors (paged by sensor id)")
 async def sensors(
+    grant: Annotated[Grant, Depends(require("sensors"))],
     conn: Annotated[Conn, Depends(connection)],
     city: Annotated[str | None, Query(pattern=ID_PATTERN)] = None,
     kind: Annotated[str | None, Query(pattern=KIND_PATTERN)] = None,
@@ -51,8 +56,11 @@ async def sensors(
     ] = None,
     limit: Annotated[int, Query(ge=1, le=1000)] = 100,
 ) -> SensorPage:
+    if city is not None:
+        check_city(grant, city)
     f = q.SensorFilter(
         city=city,
+        visible=grant.cities,
         kind=kind,
         metric=metric,
         near=parse_near(near, radius_m) if near is not None else None,
@@ -72,11 +80,20 @@ async def sensors(
     summary="One sensor",
     responses={404: {"model": ErrorBody}},
 )
-async def sensor(sensor_id: SensorId, conn: Annotated[Conn, Depends(connection)]) -> Sensor:
+async def sensor(
+    grant: Annotated[Grant, Depends(require("sensors"))],
+    sensor_id: SensorId,
+    conn: Annotated[Conn, Depends(connection)],
+) -> Sensor:
+    return Sensor.model_validate(await _visible_sensor(conn, grant, sensor_id))
+
+
+async def _visible_sensor(conn: Conn, grant: Grant, sensor_id: str) -> dict[str, object]:
+    """The sensor's row; 404 alike for a sensor that does not exist and one of another city."""
     row = await q.get_sensor(conn, sensor_id)
-    if row is None:
+    if row is None or not grant.sees_city(row["city"]):
         raise ApiError(404, "not_found", f"no sensor {sensor_id!r}")
-    return Sensor.model_validate(row)
+    return row
 
 
 @router.get(
@@ -86,6 +103,7 @@ async def sensor(sensor_id: SensorId, conn: Annotated[Conn, Depends(connection)]
     responses={404: {"model": ErrorBody}},
 )
 async def sensor_latest(
+    grant: Annotated[Grant, Depends(require("readings"))],
     request: Request,
     sensor_id: SensorId,
     conn: Annotated[Conn, Depends(connection)],
@@ -99,7 +117,6 @@ async def sensor_latest(
         if max_age is not None
         else request.app.state.raw_retention
     )
-    if await q.get_sensor(conn, sensor_id) is None:
-        raise ApiError(404, "not_found", f"no sensor {sensor_id!r}")
+    await _visible_sensor(conn, grant, sensor_id)
     rows = await q.latest_values(conn, sensor_id, lookback)
     return SensorLatest(sensor_id=sensor_id, values=[LatestValue.model_validate(r) for r in rows])

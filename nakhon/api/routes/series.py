@@ -8,10 +8,13 @@ from typing import Annotated
 
 from fastapi import APIRouter, Depends, Query, Request
 
-from nakhon.api.database import Conn, connection
+from nakhon.api.auth import check_city, require
+from nakhon.api.database import Conn, heavy_connection
 from nakhon.api.errors import ApiError
+from nakhon.api.keys import Grant
 from nakhon.api.models import ErrorBody, Point, Series, SeriesResponse
 from nakhon.api.params import ID_PATTERN, METRIC_PATTERN, as_utc, check_range, parse_interval
+from nakhon.api.queries.sensors import sensors_in
 from nakhon.api.queries.series import (
     Agg,
     Fill,
@@ -42,8 +45,9 @@ MAX_SENSORS = 100
     responses={400: {"model": ErrorBody}},
 )
 async def series(
+    grant: Annotated[Grant, Depends(require("readings"))],
     request: Request,
-    conn: Annotated[Conn, Depends(connection)],
+    conn: Annotated[Conn, Depends(heavy_connection)],
     metric: Annotated[str, Query(pattern=METRIC_PATTERN)],
     start: datetime,
     end: datetime,
@@ -65,8 +69,10 @@ async def series(
         raise ApiError(400, "invalid_parameter", "give sensor_id (one or more) or city")
     width = parse_interval("bucket", bucket)
     start, end = as_utc(start), as_utc(end)
-    check_range(start, end)
-    req = SeriesRequest(metric, start, end, width, agg, ids, city, fill)
+    check_range(start, end, request.app.state.max_range)
+    if city is not None:
+        check_city(grant, city)
+    req = SeriesRequest(metric, start, end, width, agg, ids, city, fill, grant.cities)
     max_points: int = request.app.state.max_points
     points = req.series_count * bucket_count(start, end, width)
     if points > max_points:
@@ -77,6 +83,12 @@ async def series(
             f" more than the {max_points} allowed: use a larger bucket, a shorter range"
             " or fewer sensors",
         )
+    if ids and grant.cities is not None:
+        # A key bound to cities: unknown sensors and other cities' alike are 404.
+        visible = await sensors_in(conn, ids, grant.cities)
+        for sid in ids:
+            if sid not in visible:
+                raise ApiError(404, "not_found", f"no sensor {sid!r}")
     source, found = await fetch_series(conn, req)
     return SeriesResponse(
         metric=metric,
