@@ -81,12 +81,54 @@ class KafkaSettings(BaseModel):
     sasl_password: SecretStr | None = None
 
 
+#: The services that connect to TimescaleDB, each with its own DSN in :class:`DbSettings`.
+DbService = Literal["processor", "maintain", "api"]
+
+
+class MissingDsnError(RuntimeError):
+    """A service's DSN is not configured (there is no fallback to the owner's)."""
+
+
 class DbSettings(BaseModel):
-    dsn: SecretStr = SecretStr("postgresql://nakhon:nakhon@127.0.0.1:5432/nakhon")
+    """Where each part of Nakhon connects to TimescaleDB, and as which role.
+
+    One DSN per service, so each logs in with only the rights its job needs
+    (docs/security.md, "Database roles"):
+
+    - ``dsn`` (``NAKHON_DB_DSN``): the schema owner, ``nakhon_owner``, for
+      ``nakhon migrate`` and the operator's commands (cities, sensors, devices,
+      api-keys); never a service's.
+    - ``processor_dsn`` (``NAKHON_DB_PROCESSOR_DSN``) and ``maintain_dsn``
+      (``NAKHON_DB_MAINTAIN_DSN``): ``nakhon_writer``.
+    - ``api_dsn`` (``NAKHON_DB_API_DSN``): ``nakhon_reader``.
+
+    ``make up`` generates the roles' passwords and writes all four into
+    ``.nakhon/secrets/local.env`` (``nakhon db init-roles``). A service whose
+    DSN is unset refuses to start rather than quietly run as the owner.
+    """
+
+    dsn: SecretStr = SecretStr("postgresql://nakhon_owner@127.0.0.1:5432/nakhon")
+    processor_dsn: SecretStr | None = None
+    maintain_dsn: SecretStr | None = None
+    api_dsn: SecretStr | None = None
     pool_min: int = 1
     pool_max: int = 4
     #: Seconds a caller waits for a pooled connection before giving up.
     pool_timeout_s: float = 10.0
+
+    def service_dsn(self, service: DbService) -> str:
+        """The DSN ``service`` connects with; :class:`MissingDsnError` if it is unset."""
+        value = {
+            "processor": self.processor_dsn,
+            "maintain": self.maintain_dsn,
+            "api": self.api_dsn,
+        }[service]
+        if value is None:
+            raise MissingDsnError(
+                f"NAKHON_DB_{service.upper()}_DSN is not set: the {service} connects with its "
+                "own role, never the owner's (make up writes it to .nakhon/secrets/local.env)"
+            )
+        return value.get_secret_value()
 
 
 class GatewaySettings(BaseModel):

@@ -31,7 +31,7 @@ def build_pool(db: DbSettings, api: ApiSettings) -> AsyncConnectionPool[Conn]:
     """A closed pool; the app's lifespan opens it (never at import time)."""
     timeout_ms = int(api.statement_timeout_s * 1000)
     return AsyncConnectionPool(
-        db.dsn.get_secret_value(),
+        db.service_dsn("api"),  # nakhon_reader: SELECT only, by grants
         min_size=db.pool_min,
         max_size=db.pool_max,
         max_waiting=api.pool_max_waiting,

@@ -133,8 +133,12 @@ async def kafka_produce_ceiling(records: int, topic: str, bootstrap: str) -> flo
         await producer.stop()
 
 
-async def copy_ceiling(rows: int, dsn: str, batch: int = 5000) -> float:
-    """Rows/s the processor's writer stores (COPY + INSERT ... ON CONFLICT), batched."""
+async def copy_ceiling(rows: int, dsn: str, owner_dsn: str, batch: int = 5000) -> float:
+    """Rows/s the processor's writer stores (COPY + INSERT ... ON CONFLICT), batched.
+
+    ``dsn`` is the processor's (the writer role); the owner's removes the rows
+    afterwards, since the writer may not delete.
+    """
     prefix = f"bench-copy-{uuid.uuid4().hex[:8]}-"
     base = datetime(2026, 11, 1, tzinfo=UTC)
     readings = [
@@ -146,7 +150,7 @@ async def copy_ceiling(rows: int, dsn: str, batch: int = 5000) -> float:
         for i in range(0, rows, batch):
             await writer.write(readings[i : i + batch], [])
         elapsed = time.perf_counter() - started
-    with psycopg.connect(dsn) as conn:
+    with psycopg.connect(owner_dsn) as conn:
         conn.execute("DELETE FROM readings WHERE sensor_id LIKE %s", (prefix + "%",))
         conn.execute("DELETE FROM sensors WHERE sensor_id LIKE %s", (prefix + "%",))
     return rows / elapsed

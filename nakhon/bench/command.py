@@ -70,6 +70,7 @@ def _step(text: str) -> None:
 
 
 async def _bench(args: argparse.Namespace, settings: Settings) -> dict[str, Any]:
+    # The owner's: the bench removes its rows afterwards (its processor runs as the writer).
     dsn = settings.db.dsn.get_secret_value()
     ns = PipelineNamespace(batch_max_records=5000)
     ceiling_topic = f"{ns.name}.ceiling"
@@ -103,7 +104,7 @@ async def _bench(args: argparse.Namespace, settings: Settings) -> dict[str, Any]
     _step("ceiling: Kafka produce alone (200,000 records)")
     kafka_rate = await kafka_produce_ceiling(200_000, ceiling_topic, KAFKA)
     _step("ceiling: COPY into readings alone (200,000 rows)")
-    copy_rate = await copy_ceiling(200_000, dsn)
+    copy_rate = await copy_ceiling(200_000, settings.db.service_dsn("processor"), dsn)
     report["ceilings"] = {
         "mosquitto_c_clients_qos1_msgs_per_s": round(mqtt_c_rate),
         "mosquitto_c_clients_tls_qos1_msgs_per_s": round(mqtt_tls_rate),
@@ -161,7 +162,9 @@ async def _api_latency(settings: Settings) -> dict[str, float] | None:
         return None
     _step("API: 24 h, 5-minute buckets, one sensor and a whole city")
     key = settings.api.local_key.get_secret_value() if settings.api.local_key else None
-    result: dict[str, float] = await module.measure_api_latency(base, api_key=key)
+    # Seeding the bench city writes: the owner's DSN.
+    owner = settings.db.dsn.get_secret_value()
+    result: dict[str, float] = await module.measure_api_latency(base, dsn=owner, api_key=key)
     return result
 
 

@@ -9,7 +9,7 @@ import logging
 from prometheus_client import CollectorRegistry
 
 from nakhon.cli import configure_logging
-from nakhon.config import Settings, load_settings
+from nakhon.config import MissingDsnError, Settings, load_settings
 from nakhon.health_server import HealthServer
 from nakhon.processors.metrics import ProcessorMetrics
 from nakhon.processors.normalize import NormalizePolicy
@@ -17,7 +17,7 @@ from nakhon.processors.pipeline import Pipeline
 from nakhon.processors.processor import Processor, ShuttingDown
 from nakhon.processors.routing import Router
 from nakhon.service_runner import run_until_signal
-from nakhon.storage.migrate import migrate
+from nakhon.storage.migrate import require_schema
 from nakhon.storage.writer import ReadingWriter
 
 log = logging.getLogger("nakhon.processor")
@@ -30,15 +30,12 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
         description=(
             "Consume nakhon.raw in the consumer group NAKHON_KAFKA_CONSUMER_GROUP: decode each "
             "payload by its topic route (NAKHON_PROCESSOR_ROUTES), normalize it, write batches "
-            "to TimescaleDB (NAKHON_DB_DSN) and commit offsets only after the database commit. "
+            "to TimescaleDB (NAKHON_DB_PROCESSOR_DSN, role nakhon_writer) and commit offsets only "
+            "after the database commit. It never migrates: it waits until `nakhon migrate` has "
+            "brought the schema to the version it needs. "
             "Rejections go to nakhon.deadletter. Run several for more throughput (up to one per "
             "partition). Metrics and health on NAKHON_PROCESSOR_METRICS_PORT. SIGTERM drains."
         ),
-    )
-    p.add_argument(
-        "--no-migrate",
-        action="store_true",
-        help="do not apply pending schema migrations at start (they are safe to run concurrently)",
     )
     p.set_defaults(func=run_processor)
 
@@ -51,11 +48,16 @@ def run_processor(args: argparse.Namespace) -> int:
     except (KeyError, ValueError) as exc:
         log.error("bad NAKHON_PROCESSOR_ROUTES: %s", exc)
         return 2
-    asyncio.run(_serve(settings, router, migrate_first=not args.no_migrate))
+    try:
+        dsn = settings.db.service_dsn("processor")
+    except MissingDsnError as exc:
+        log.error("%s", exc)
+        return 2
+    asyncio.run(_serve(settings, router, dsn))
     return 0
 
 
-async def _serve(settings: Settings, router: Router, migrate_first: bool) -> None:
+async def _serve(settings: Settings, router: Router, dsn: str) -> None:
     registry = CollectorRegistry()
     processor = Processor(
         settings.kafka,
@@ -65,21 +67,21 @@ async def _serve(settings: Settings, router: Router, migrate_first: bool) -> Non
             NormalizePolicy.from_settings(settings.processor),
             strict_sensors=settings.processor.strict_sensors,
         ),
-        ReadingWriter(settings.db.dsn.get_secret_value()),
+        ReadingWriter(dsn),
         ProcessorMetrics(registry),
     )
     port = settings.processor.metrics_port
     health = HealthServer(registry, processor.readiness, settings.processor.metrics_host, port)
     await health.start()
 
-    async def migrate_schema() -> None:
-        await asyncio.to_thread(migrate, settings.db.dsn.get_secret_value())
+    async def schema_ready() -> None:
+        await require_schema(dsn)
 
     async def main() -> None:
         try:
-            # Waits until the database and Kafka answer; migrates before the
-            # registry (sensors, cities) is first read.
-            await processor.start(migrate_schema if migrate_first else None)
+            # Waits until the database and Kafka answer, and until the schema
+            # is migrated before the registry (sensors, cities) is first read.
+            await processor.start(schema_ready)
         except ShuttingDown:
             return
         await processor.run()

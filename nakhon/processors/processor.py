@@ -140,13 +140,14 @@ class Processor:
         """Connect to the database and Kafka, waiting (with capped backoff) until both answer.
 
         ``prepare`` runs once the database answers and before the registry is
-        read: the schema migrations, when the processor applies them at start
-        (the registry's tables must exist). Raises :class:`ShuttingDown` if a
+        read, until it stops raising ``OperationalError``: the wait for the
+        schema (``nakhon migrate`` runs apart, as the owner; the registry's
+        tables must exist). Raises :class:`ShuttingDown` if a
         stop is requested while waiting.
         """
         await self._until_up("the database", self._writer.connect)
         if prepare is not None:
-            await self._until_up("the schema migrations", prepare)
+            await self._until_up("the migrated schema", prepare)
         # Before the first batch: every city check, strict mode and LoRaWAN
         # cities need the registry.
         await self._until_up("the sensor registry", self.refresh_registry)

@@ -88,7 +88,8 @@ def run_simulate(args: argparse.Namespace) -> int:
     configure_logging(settings.log_level)
     fleet = build_fleet(args.sensors)
     metrics_url = args.metrics_url or f"http://127.0.0.1:{settings.processor.metrics_port}/metrics"
-    dsn = settings.db.dsn.get_secret_value()
+    # Only reads rows: as the reader, like the API.
+    dsn = settings.db.service_dsn("api")
     endpoint = MqttEndpoint.from_settings(settings.mqtt)
     try:
         username, password = _credentials(args, settings, fleet)
@@ -272,7 +273,10 @@ def _summary(
     print("  " + f"{'city':<12}" + "".join(f"{m:>14}" for m in metrics))
     for c in cities:
         print("  " + f"{c:<12}" + "".join(f"{counts.get((c, m), 0):>14}" for m in metrics))
-    print("\nA sample query (psql postgresql://nakhon:nakhon@127.0.0.1:5432/nakhon):\n")
+    print(
+        '\nA sample query (psql "$NAKHON_DB_API_DSN", the reader\'s DSN in'
+        " .nakhon/secrets/local.env):\n"
+    )
     print("  " + SAMPLE_SQL.replace("\n", "\n  "))
     print(
         f"\n  {'city':<12}{'pm2_5_avg':>10}{'pm2_5_max':>10}{'stations':>9}"

@@ -1,9 +1,10 @@
 """``nakhon maintain``: keeps rollups fresh and old data gone, on either edition.
 
-Community edition: the work belongs to TimescaleDB's job scheduler. At start
-the service installs the refresh, compression and retention policies from
-the settings, then its loop only reports the jobs' health (a failing job is
-logged at WARNING). Apache edition: no scheduler, so the loop refreshes the
+Community edition: the work belongs to TimescaleDB's job scheduler and the
+refresh, compression and retention policies ``nakhon migrate`` installs from
+the settings (they are the tables' owner's to set; this service connects as
+``nakhon_writer``, NAKHON_DB_MAINTAIN_DSN). Its loop only reports the jobs'
+health (a failing job is logged at WARNING). Apache edition: no scheduler, so the loop refreshes the
 rollups every ``refresh_interval_s`` (nakhon/storage/rollups.py) and drops
 expired chunks every ``drop_interval_s`` (nakhon/storage/retention.py).
 
@@ -26,7 +27,7 @@ import psycopg
 from psycopg import AsyncConnection
 
 from nakhon.cli import configure_logging
-from nakhon.config import RetentionSettings, load_settings
+from nakhon.config import MissingDsnError, RetentionSettings, load_settings
 from nakhon.storage.retention import (
     apply_retention_policies,
     drop_expired_chunks,
@@ -60,6 +61,19 @@ async def detect_edition(conn: AsyncConnection[tuple[object, ...]]) -> str:
     return "community" if row and row[0] == "timescale" else "apache"
 
 
+async def install_community_policies(
+    conn: AsyncConnection[tuple[object, ...]], settings: RetentionSettings
+) -> None:
+    """Community edition: (re)install the refresh, compression and retention policies.
+
+    The tables' owner's work: ``nakhon migrate`` calls it, as ``nakhon_owner``.
+    """
+    targets = retention_targets(settings)
+    raw = next(t.keep for t in targets if t.relation == "readings")
+    await apply_refresh_policies(conn, refresh_policies(raw))
+    await apply_retention_policies(conn, targets, timedelta(days=settings.compress_after_days))
+
+
 class Maintainer:
     """The ``nakhon maintain`` loop for one database."""
 
@@ -76,18 +90,9 @@ class Maintainer:
             edition = await detect_edition(conn)
             log.info("TimescaleDB %s edition", edition)
             if edition == "community":
-                await self._setup_community(conn)
                 await self._loop(conn, self._report_jobs, self._settings.refresh_interval_s)
             else:
                 await self._loop_apache(conn)
-
-    async def _setup_community(self, conn: AsyncConnection[tuple[object, ...]]) -> None:
-        targets = retention_targets(self._settings)
-        raw = next(t.keep for t in targets if t.relation == "readings")
-        await apply_refresh_policies(conn, refresh_policies(raw))
-        await apply_retention_policies(
-            conn, targets, timedelta(days=self._settings.compress_after_days)
-        )
 
     async def _report_jobs(self, conn: AsyncConnection[tuple[object, ...]]) -> None:
         for proc, table, status, failures in await (await conn.execute(_JOB_HEALTH)).fetchall():
@@ -150,7 +155,12 @@ def run_maintain(args: argparse.Namespace) -> int:
     settings = load_settings()
     configure_logging(settings.log_level)
     retention = settings.retention
-    maintainer = Maintainer(settings.db.dsn.get_secret_value(), retention)
+    try:
+        dsn = settings.db.service_dsn("maintain")
+    except MissingDsnError as exc:
+        log.error("%s", exc)
+        return 2
+    maintainer = Maintainer(dsn, retention)
 
     async def main() -> None:
         loop = asyncio.get_running_loop()

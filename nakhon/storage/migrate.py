@@ -66,6 +66,47 @@ def migrate(dsn: str) -> list[Migration]:
     return applied_now
 
 
+class SchemaNotReady(psycopg.OperationalError):
+    """The database answers but lacks migrations this code needs: ``nakhon migrate`` has not run.
+
+    An ``OperationalError``: to a service it is the database not being ready
+    yet, waited for like a database that does not answer.
+    """
+
+
+def required_version() -> int:
+    """The schema version this code needs: its newest packaged migration."""
+    return available_migrations()[-1].version
+
+
+async def check_schema(conn: psycopg.AsyncConnection[tuple[object, ...]], version: int) -> None:
+    """Return when the schema is at ``version`` or later; raise :class:`SchemaNotReady` if not.
+
+    Services call it instead of migrating: they connect as roles without DDL
+    rights, and the migrations are their own step, run as the owner. Before
+    the first migration there is no ``nakhon_schema_migrations``; before
+    migration 0005 the service's role may not read it: both mean "not yet".
+    """
+    try:
+        async with conn.transaction():
+            row = await (
+                await conn.execute("SELECT max(version) FROM nakhon_schema_migrations")
+            ).fetchone()
+    except (psycopg.errors.UndefinedTable, psycopg.errors.InsufficientPrivilege) as exc:
+        raise SchemaNotReady(f"no readable schema ({exc.sqlstate}): run nakhon migrate") from exc
+    found = row[0] if row and isinstance(row[0], int) else 0
+    if found < version:
+        raise SchemaNotReady(
+            f"schema at version {found:04d}, this code needs {version:04d}: run nakhon migrate"
+        )
+
+
+async def require_schema(dsn: str, version: int | None = None) -> None:
+    """:func:`check_schema` on a connection of its own (for a service's start-up wait)."""
+    async with await psycopg.AsyncConnection.connect(dsn, connect_timeout=10) as conn:
+        await check_schema(conn, required_version() if version is None else version)
+
+
 def timescaledb_edition(conn: psycopg.Connection[tuple[object, ...]]) -> str:
     """``community`` or ``apache``: which TimescaleDB the server runs."""
     row = conn.execute("SELECT current_setting('timescaledb.license', true)").fetchone()

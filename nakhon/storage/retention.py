@@ -7,9 +7,12 @@ vacuum) and means "older than N days" is a floor, never a ceiling.
 
 Community edition: :func:`apply_retention_policies` installs TimescaleDB's
 retention policies (and compression of raw chunks) and TimescaleDB's job
-scheduler runs them. Apache edition: no policies exist, so
-:func:`drop_expired_chunks` calls ``drop_chunks`` itself on the schedule of
-``nakhon maintain``. Dropping raw chunks never touches the rollups: a
+scheduler runs them; policies are the owner's to install, so ``nakhon
+migrate`` does it (nakhon/storage/command.py). Apache edition: no policies
+exist, so :func:`drop_expired_chunks` drops chunks on the schedule of ``nakhon
+maintain``, through ``nakhon_drop_expired_chunks`` (migration 0005): only a
+hypertable's owner may call ``drop_chunks``, and ``nakhon maintain`` connects
+as ``nakhon_writer``, which owns nothing. Dropping raw chunks never touches the rollups: a
 dropped chunk fires no trigger, so it does not invalidate its minutes.
 """
 
@@ -24,6 +27,9 @@ from psycopg import AsyncConnection, sql
 from nakhon.config import RetentionSettings
 
 log = logging.getLogger(__name__)
+
+#: Whole chunks older than ``keep`` before ``as_of`` (NULL: now; never later than now).
+_DROP = "SELECT nakhon_drop_expired_chunks(%s, %s, %s)"
 
 
 @dataclass(frozen=True, slots=True)
@@ -57,11 +63,9 @@ async def drop_expired_chunks(
     """Apache edition: drop the chunks wholly older than each horizon; chunks dropped per table."""
     dropped: dict[str, int] = {}
     for target in targets:
-        cutoff_sql = sql.SQL("coalesce(%(now)s::timestamptz, now()) - %(keep)s::interval")
-        query = sql.SQL("SELECT count(*) FROM drop_chunks({rel}, older_than => {cutoff})").format(
-            rel=sql.Literal(target.apache_hypertable), cutoff=cutoff_sql
-        )
-        row = await (await conn.execute(query, {"now": now, "keep": target.keep})).fetchone()
+        row = await (
+            await conn.execute(_DROP, (target.apache_hypertable, target.keep, now))
+        ).fetchone()
         dropped[target.relation] = int(row[0]) if row else 0  # type: ignore[call-overload]
     if any(dropped.values()):
         log.info("dropped expired chunks: %s", dropped)

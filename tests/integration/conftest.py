@@ -14,16 +14,35 @@ from pathlib import Path
 
 import pytest
 
+from nakhon.config import load_settings
+
 REPO = Path(__file__).resolve().parents[2]
 STACK_SCRIPT = REPO / "deploy" / "local" / "stack.sh"
 
 
 @dataclass(frozen=True)
 class Stack:
+    """The local stack, with the DSNs ``make up`` generated (``.nakhon/secrets/local.env``).
+
+    ``dsn`` is the schema owner's: tests seed and clean up with it.
+    ``writer_dsn`` and ``reader_dsn`` are what the processor and the API use.
+    """
+
+    dsn: str
+    writer_dsn: str
+    reader_dsn: str
     mqtt_host: str = "127.0.0.1"
     mqtt_port: int = 1883
     kafka_bootstrap: str = "127.0.0.1:9092"
-    dsn: str = "postgresql://nakhon:nakhon@127.0.0.1:5432/nakhon"
+
+    @classmethod
+    def from_settings(cls) -> Stack:
+        db = load_settings().db
+        return cls(
+            dsn=db.dsn.get_secret_value(),
+            writer_dsn=db.service_dsn("processor"),
+            reader_dsn=db.service_dsn("api"),
+        )
 
 
 def port_answers(port: int) -> bool:
@@ -42,4 +61,4 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
 def stack() -> Iterator[Stack]:
     if not all(port_answers(p) for p in (1883, 9092, 5432)):
         subprocess.run([str(STACK_SCRIPT), "up"], check=True)
-    yield Stack()
+    yield Stack.from_settings()

@@ -8,12 +8,16 @@ import paho.mqtt.client as mqtt
 import psycopg
 from paho.mqtt.enums import CallbackAPIVersion
 
+from nakhon.config import load_settings
 from nakhon.identity.provision import Credentials
 from nakhon.sandbox import PipelineNamespace, wait_until
 
-__all__ = ["DSN", "PipelineNamespace", "Publisher", "count_rows", "senml", "wait_until"]
+__all__ = ["PipelineNamespace", "Publisher", "count_rows", "owner_dsn", "senml", "wait_until"]
 
-DSN = "postgresql://nakhon:nakhon@127.0.0.1:5432/nakhon"
+
+def owner_dsn() -> str:
+    """The schema owner's DSN from the stack's env file: tests seed, inspect and clean with it."""
+    return load_settings().db.dsn.get_secret_value()
 
 
 class Publisher:
@@ -51,7 +55,7 @@ def senml(metric: str, value: float, t: float, unit: str | None = None) -> bytes
 
 
 def count_rows(sensor_prefix: str) -> int:
-    with psycopg.connect(DSN) as conn:
+    with psycopg.connect(owner_dsn()) as conn:
         row = conn.execute(
             "SELECT count(*) FROM readings WHERE sensor_id LIKE %s", (sensor_prefix + "%",)
         ).fetchone()

@@ -62,7 +62,8 @@ def serve(settings: Settings) -> Iterator[str]:
 def settings_for(stack: Stack, **api: Any) -> Settings:
     # Tests send many requests quickly: a rate limit only where a test sets one.
     api = {"rate_per_s": 10_000.0, "rate_burst": 10_000, **api}
-    return Settings(db=DbSettings(dsn=SecretStr(stack.dsn)), api=ApiSettings(**api))
+    db = DbSettings(dsn=SecretStr(stack.dsn), api_dsn=SecretStr(stack.reader_dsn))
+    return Settings(db=db, api=ApiSettings(**api))
 
 
 def provision_key(dsn: str, name: str = "tests", **grant: Any) -> str:
@@ -384,7 +385,7 @@ def test_api_key_enforced(base_url: str, all_cities_key: str) -> None:
 
 def test_readyz_reports_an_unreachable_database() -> None:
     settings = Settings(
-        db=DbSettings(dsn=SecretStr("postgresql://nakhon:nakhon@127.0.0.1:1/nakhon"),
+        db=DbSettings(api_dsn=SecretStr("postgresql://nakhon_reader:x@127.0.0.1:1/nakhon"),
                       pool_timeout_s=1.0)
     )  # fmt: skip
     with serve(settings) as url, httpx.Client(base_url=url, timeout=10) as c:

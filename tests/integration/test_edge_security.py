@@ -32,10 +32,10 @@ from nakhon.mqtt_connection import MqttEndpoint
 from nakhon.sandbox import KAFKA, LOCAL_CA, MQTT_TLS_PORT, MQTT_X509_PORT
 from tests.integration.conftest import REPO, Stack
 from tests.integration.pipeline_harness import (
-    DSN,
     PipelineNamespace,
     Publisher,
     count_rows,
+    owner_dsn,
     senml,
     wait_until,
 )
@@ -142,7 +142,7 @@ async def ns(stack: Stack) -> AsyncIterator[PipelineNamespace]:
     finally:
         namespace.stop_all()
         like = (namespace.name + "%",)
-        with psycopg.connect(DSN) as conn:
+        with psycopg.connect(owner_dsn()) as conn:
             conn.execute("DELETE FROM readings WHERE sensor_id LIKE %s", like)
             conn.execute("DELETE FROM sensors WHERE sensor_id LIKE %s", like)
 
@@ -193,7 +193,7 @@ def test_the_device_stores_its_own_reading(
     sensor = device["username"]
     assert probe.publish(device["topic_prefix"] + "senml", senml("pm25", 12.0, now())) == 0
     wait_until(lambda: count_rows(sensor) == 1, 30, "the device's row")
-    with psycopg.connect(DSN) as conn:
+    with psycopg.connect(owner_dsn()) as conn:
         row = conn.execute("SELECT city FROM readings WHERE sensor_id = %s", (sensor,)).fetchone()
     assert row == (CITY,)
 
@@ -236,7 +236,7 @@ def test_a_device_cannot_publish_as_anyone_else(
         "the legitimate reading",
     )
     assert count_rows(victim) == 0
-    with psycopg.connect(DSN) as conn:
+    with psycopg.connect(owner_dsn()) as conn:
         spoofed = conn.execute(
             "SELECT count(*) FROM readings WHERE sensor_id = %s AND city = %s",
             (device["username"], OTHER_CITY),
@@ -245,7 +245,7 @@ def test_a_device_cannot_publish_as_anyone_else(
 
 
 def _metric_rows(sensor: str, metric: str) -> bool:
-    with psycopg.connect(DSN) as conn:
+    with psycopg.connect(owner_dsn()) as conn:
         row = conn.execute(
             "SELECT count(*) FROM readings WHERE sensor_id = %s AND metric = %s", (sensor, metric)
         ).fetchone()
@@ -354,7 +354,7 @@ async def test_registry_disagreements_are_dead_lettered_not_stored(
     mismatch = next(d for d in letters if d["reason"] == "city_mismatch")
     assert mismatch["mqtt_topic"] == ns.topic(OTHER_CITY, sensor, "senml")
     assert count_rows(stranger) == 0
-    with psycopg.connect(DSN) as conn:
+    with psycopg.connect(owner_dsn()) as conn:
         wrong = conn.execute(
             "SELECT count(*) FROM readings WHERE sensor_id = %s AND city <> %s", (sensor, CITY)
         ).fetchone()
@@ -472,7 +472,7 @@ async def test_the_whole_path_works_over_tls(stack: Stack) -> None:
     finally:
         nakhon("devices", "revoke", sensor)
         tls_ns.stop_all()
-        with psycopg.connect(DSN) as conn:
+        with psycopg.connect(owner_dsn()) as conn:
             conn.execute("DELETE FROM readings WHERE sensor_id = %s", (sensor,))
             conn.execute("DELETE FROM sensors WHERE sensor_id = %s", (sensor,))
 

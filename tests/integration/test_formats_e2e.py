@@ -22,7 +22,7 @@ import pytest
 
 from nakhon.sandbox import LORAWAN_CITY
 from tests.integration.conftest import Stack
-from tests.integration.pipeline_harness import DSN, PipelineNamespace, Publisher, wait_until
+from tests.integration.pipeline_harness import PipelineNamespace, Publisher, owner_dsn, wait_until
 
 #: Whole seconds, an hour ago: the base time of every payload.
 T0 = datetime.now(UTC).replace(microsecond=0) - timedelta(hours=1)
@@ -44,7 +44,7 @@ async def ns(stack: Stack) -> AsyncIterator[PipelineNamespace]:
         yield namespace
     finally:
         namespace.stop_all()
-        with psycopg.connect(DSN) as conn:
+        with psycopg.connect(owner_dsn()) as conn:
             like = (namespace.name + "%",)
             conn.execute("DELETE FROM readings WHERE sensor_id LIKE %s", like)
             conn.execute("DELETE FROM positions WHERE vehicle_id LIKE %s", like)
@@ -73,14 +73,14 @@ def stored(sensor_id: str, expect: int) -> list[ReadingRow]:
     """The readings rows of a sensor, once ``expect`` of them landed (by metric, then time)."""
 
     def count() -> int:
-        with psycopg.connect(DSN) as conn:
+        with psycopg.connect(owner_dsn()) as conn:
             row = conn.execute(
                 "SELECT count(*) FROM readings WHERE sensor_id = %s", (sensor_id,)
             ).fetchone()
         return int(row[0]) if row else 0
 
     wait_until(lambda: count() >= expect, 30, f"{expect} rows of {sensor_id}")
-    with psycopg.connect(DSN) as conn:
+    with psycopg.connect(owner_dsn()) as conn:
         return conn.execute(
             "SELECT time, sensor_id, metric, value, city FROM readings WHERE sensor_id = %s"
             " ORDER BY metric, time",
@@ -301,7 +301,7 @@ async def test_vehicle_positions(ns: PipelineNamespace, publisher: Publisher) ->
     publisher.publish_all([(ns.topic("Bangkok", vehicle, "position"), json.dumps(fixes).encode())])
 
     def positions() -> list[tuple[object, ...]]:
-        with psycopg.connect(DSN) as conn:
+        with psycopg.connect(owner_dsn()) as conn:
             return conn.execute(
                 "SELECT time, vehicle_id, lat, lon, speed_kmh, heading, city FROM positions"
                 " WHERE vehicle_id = %s ORDER BY time",
@@ -313,7 +313,7 @@ async def test_vehicle_positions(ns: PipelineNamespace, publisher: Publisher) ->
         (T0, vehicle, 13.7563, 100.5018, 42.5, 270.0, "bangkok"),
         (t1, vehicle, 13.7564, 100.5011, None, None, "bangkok"),
     ]
-    with psycopg.connect(DSN) as conn:
+    with psycopg.connect(owner_dsn()) as conn:
         registered = conn.execute(
             "SELECT city, kind, first_seen, last_seen FROM sensors WHERE sensor_id = %s",
             (vehicle,),

@@ -363,7 +363,7 @@ def run(dsn: str, sql: str) -> tuple[list[str], list[tuple[Any, ...]]]:
 def test_sql_query_returns_rows(
     stack: Stack, city_data: CityData, dashboard: str, panel: str, sql: str
 ) -> None:
-    names, rows = run(stack.dsn, city_data.expander()(sql))
+    names, rows = run(stack.reader_dsn, city_data.expander()(sql))
     assert rows, f"{dashboard} / {panel} returned no rows"
     if '"time"' in city_data.expander()(sql) or "AS time" in sql:
         assert "time" in names
@@ -379,7 +379,7 @@ def station_aqi_sql() -> str:
 
 
 def test_station_aqi_is_the_thai_pcd_index(stack: Stack, city_data: CityData) -> None:
-    names, rows = run(stack.dsn, city_data.expander()(station_aqi_sql()))
+    names, rows = run(stack.reader_dsn, city_data.expander()(station_aqi_sql()))
     by_sensor = {r[names.index("sensor_id")]: r for r in rows}
     for name, pm in STATION_PM25.items():
         row = by_sensor[f"{city_data.city}-{name}"]
@@ -400,7 +400,9 @@ def test_station_aqi_sql_matches_python_on_every_band(stack: Stack) -> None:
             break
     case = sql[start : end + 1].replace("pm.pm2_5_24h", "x")
     grid = [round(i * 0.05, 2) for i in range(0, 3001)] + [15.05, 25.05, 37.55, 75.05, 500.0]
-    _, rows = run(stack.dsn, f"SELECT x, {case}::int FROM unnest(ARRAY{grid}::float8[]) AS x")
+    _, rows = run(
+        stack.reader_dsn, f"SELECT x, {case}::int FROM unnest(ARRAY{grid}::float8[]) AS x"
+    )
     for x, aqi in rows:
         expected = thai_aqi(Concentrations(pm2_5_24h=x))
         assert expected is not None
@@ -409,7 +411,7 @@ def test_station_aqi_sql_matches_python_on_every_band(stack: Stack) -> None:
 
 def test_sensor_variable_narrows_station_panels(stack: Stack, city_data: CityData) -> None:
     chosen = f"{city_data.city}-air-2"
-    names, rows = run(stack.dsn, city_data.expander([chosen])(station_aqi_sql()))
+    names, rows = run(stack.reader_dsn, city_data.expander([chosen])(station_aqi_sql()))
     assert [r[names.index("sensor_id")] for r in rows] == [chosen]
 
 

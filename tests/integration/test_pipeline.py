@@ -18,10 +18,10 @@ import pytest
 from nakhon.sandbox import Service
 from tests.integration.conftest import REPO, Stack
 from tests.integration.pipeline_harness import (
-    DSN,
     PipelineNamespace,
     Publisher,
     count_rows,
+    owner_dsn,
     senml,
     wait_until,
 )
@@ -54,7 +54,7 @@ async def test_a_senml_reading_becomes_one_row(ns: PipelineNamespace, publisher:
     t = 1_795_000_000.25  # 2026-11-18T09:46:40.25Z
     publisher.publish_all([(ns.topic("Khon_Kaen", sensor, "senml"), senml("pm25", 37.5, t))])
     wait_until(lambda: count_rows(sensor) == 1, 30, "the row")
-    with psycopg.connect(DSN) as conn:
+    with psycopg.connect(owner_dsn()) as conn:
         row = conn.execute(
             "SELECT time, sensor_id, metric, value, city FROM readings WHERE sensor_id = %s",
             (sensor,),
@@ -171,7 +171,7 @@ async def test_processor_killed_mid_batch_loses_and_duplicates_nothing(
     processor.start()
     wait_until(lambda: count_rows(prefix) >= 6000, 90, "all 6000 rows")
     time.sleep(1)
-    with psycopg.connect(DSN) as conn:
+    with psycopg.connect(owner_dsn()) as conn:
         row = conn.execute(
             "SELECT count(*), count(DISTINCT (sensor_id, metric, time)) FROM readings"
             " WHERE sensor_id LIKE %s",
@@ -266,7 +266,7 @@ async def test_database_connections_killed_mid_stream_lose_nothing(
     prefix = f"{ns.name}-db"
     messages = _stream(ns, prefix, 3000)
     infos = [publisher.publish(t, p) for t, p in messages]
-    with psycopg.connect(DSN, autocommit=True) as admin:
+    with psycopg.connect(owner_dsn(), autocommit=True) as admin:
 
         def kill_processor_connections() -> bool:
             row = admin.execute(

@@ -11,10 +11,10 @@ import pytest
 
 from tests.integration.conftest import Stack
 from tests.integration.pipeline_harness import (
-    DSN,
     PipelineNamespace,
     Publisher,
     count_rows,
+    owner_dsn,
     wait_until,
 )
 
@@ -40,7 +40,7 @@ def uplink(device_id: str, pm25: float) -> bytes:
 async def strict_ns(stack: Stack) -> AsyncIterator[PipelineNamespace]:
     namespace = PipelineNamespace()
     await namespace.prepare()
-    with psycopg.connect(DSN) as conn:
+    with psycopg.connect(owner_dsn()) as conn:
         conn.execute(
             "INSERT INTO sensors (sensor_id, city, kind, source) VALUES (%s, 'khon_kaen',"
             " 'air_quality', 'registry')",
@@ -48,7 +48,7 @@ async def strict_ns(stack: Stack) -> AsyncIterator[PipelineNamespace]:
         )
     yield namespace
     namespace.stop_all()
-    with psycopg.connect(DSN) as conn:
+    with psycopg.connect(owner_dsn()) as conn:
         conn.execute("DELETE FROM readings WHERE sensor_id LIKE %s", (namespace.name + "%",))
         conn.execute("DELETE FROM sensors WHERE sensor_id LIKE %s", (namespace.name + "%",))
 
@@ -77,7 +77,7 @@ async def test_strict_mode_stores_registered_sensors_with_their_city_and_rejects
         ]
     )
     wait_until(lambda: count_rows(known) == 1, 30, "the registered device's row")
-    with psycopg.connect(DSN) as conn:
+    with psycopg.connect(owner_dsn()) as conn:
         row = conn.execute(
             "SELECT metric, value, city FROM readings WHERE sensor_id = %s", (known,)
         ).fetchone()

@@ -23,7 +23,7 @@ from nakhon.storage.sensor_registry import (
     parse_geojson,
 )
 from tests.integration.conftest import REPO, Stack
-from tests.integration.pipeline_harness import DSN
+from tests.integration.pipeline_harness import owner_dsn
 
 Row = tuple[object, ...]
 
@@ -32,14 +32,14 @@ Row = tuple[object, ...]
 def prefix(stack: Stack) -> Iterator[str]:
     """A sensor id prefix (and registered city) of this test's own; all deleted after."""
     tag = f"reg{uuid.uuid4().hex[:10]}"
-    with psycopg.connect(DSN) as conn:
+    with psycopg.connect(owner_dsn()) as conn:
         conn.execute(
             "INSERT INTO cities (city_id, name_en, name_th, province, note)"
             " VALUES (%s, 'Test city', 'เมืองทดสอบ', 'Test', 'a test fixture')",
             (tag,),
         )
     yield tag
-    with psycopg.connect(DSN) as conn:
+    with psycopg.connect(owner_dsn()) as conn:
         conn.execute("DELETE FROM sensors WHERE sensor_id LIKE %s", (tag + "%",))
         conn.execute("DELETE FROM cities WHERE city_id = %s", (tag,))
 
@@ -48,7 +48,7 @@ def prefix(stack: Stack) -> Iterator[str]:
 def conn(stack: Stack) -> Iterator[psycopg.Connection[Row]]:
     # Autocommit: each import is its own transaction, and the row reads in
     # between hold no snapshot or locks that the cleanup would wait on.
-    with psycopg.connect(DSN, autocommit=True) as connection:
+    with psycopg.connect(owner_dsn(), autocommit=True) as connection:
         yield connection
 
 
@@ -194,7 +194,7 @@ def test_a_large_registry_is_one_copy_with_progress(
 
 def nakhon(*args: str) -> subprocess.CompletedProcess[str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("NAKHON_")}
-    env["NAKHON_DB_DSN"] = DSN
+    env["NAKHON_DB_DSN"] = owner_dsn()
     return subprocess.run(
         [sys.executable, "-m", "nakhon.cli", *args],
         env=env,

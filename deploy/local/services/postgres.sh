@@ -1,5 +1,11 @@
 # PostgreSQL 15 from Debian's packages with TimescaleDB, as our own cluster
 # under $STATE/postgres (not the system's), on 127.0.0.1:5432, database nakhon.
+#
+# Logins (docs/security.md, "Database roles"): nakhon_owner, nakhon_writer and
+# nakhon_reader, with passwords generated once per checkout (nakhon db
+# init-roles) and their DSNs in $ENV_FILE. The superuser postgres is reached
+# only through the unix socket, as the postgres OS user (peer), for
+# administration; never over TCP.
 
 PG_PORT=5432
 PG_HOME="$STATE/postgres"
@@ -57,21 +63,36 @@ synchronous_commit = on
 timezone = 'UTC'
 log_timezone = 'UTC'
 CONF
-  cat > "$PG_DATA/pg_hba.conf" <<CONF
-local all postgres trust
+}
+
+# postgres_hba: write the cluster's pg_hba.conf; succeeds only when it changed
+# (an older checkout trusted postgres over TCP: that goes on the next start).
+postgres_hba() {
+  local want
+  want="# Written by deploy/local/services/postgres.sh; edits are overwritten.
+local all postgres peer
 local all all scram-sha-256
-host  all all 127.0.0.1/32 scram-sha-256
-host  all postgres 127.0.0.1/32 trust
-CONF
+host  all postgres 127.0.0.1/32 reject
+host  all all 127.0.0.1/32 scram-sha-256"
+  [[ "$(cat "$PG_DATA/pg_hba.conf" 2>/dev/null)" == "$want" ]] && return 1
+  printf '%s\n' "$want" > "$PG_DATA/pg_hba.conf"
+  chown postgres:postgres "$PG_DATA/pg_hba.conf"; chmod 600 "$PG_DATA/pg_hba.conf"
 }
 
 postgres_start() {
   postgres_paths
-  if pid_alive postgres && pg_ready; then postgres_bootstrap; return 0; fi
+  if pid_alive postgres && pg_ready; then
+    if postgres_hba; then
+      as_postgres "$PG_BIN/pg_ctl" -D "$PG_DATA" reload >/dev/null \
+        || die "reload postgres" "$LOGS/postgres.log" "pg_ctl reload failed"
+    fi
+    postgres_bootstrap; return 0
+  fi
   if port_open "$PG_PORT"; then
-    die "start postgres" "" "port $PG_PORT is taken by a PostgreSQL Nakhon did not start (the system's own cluster?); stop it (pg_ctlcluster $PG_VERSION main stop) or point NAKHON_DB_DSN at it"
+    die "start postgres" "" "port $PG_PORT is taken by a PostgreSQL Nakhon did not start (the system's own cluster?); stop it (pg_ctlcluster $PG_VERSION main stop) or point the NAKHON_DB_*DSN settings at it"
   fi
   postgres_init
+  postgres_hba || true
   mkdir -p "$PG_SOCKETS"; chown postgres:postgres "$PG_SOCKETS"
   # The server writes its log itself, as postgres: keep it beside the data
   # (reachable for postgres) and link it into the logs folder.
@@ -84,18 +105,23 @@ postgres_start() {
   postgres_bootstrap
 }
 
-# The nakhon role and database, with the timescaledb extension (idempotent).
+# The database nakhon with the timescaledb extension, and the roles with their
+# generated passwords (idempotent). An older checkout's single login `nakhon`
+# (password `nakhon`) hands what it owns to nakhon_owner and is dropped.
 postgres_bootstrap() {
-  psql_admin -d postgres >>"$LOGS/postgres-bootstrap.log" 2>&1 <<'SQL' \
-    || die "create role and database nakhon" "$LOGS/postgres-bootstrap.log" "psql failed"
-SELECT 'CREATE ROLE nakhon LOGIN PASSWORD ''nakhon'''
- WHERE NOT EXISTS (SELECT FROM pg_roles WHERE rolname = 'nakhon')\gexec
-SELECT 'CREATE DATABASE nakhon OWNER nakhon'
+  local log="$LOGS/postgres-bootstrap.log"
+  psql_admin -d postgres >>"$log" 2>&1 <<'SQL' \
+    || die "create database nakhon" "$log" "psql failed"
+SELECT 'CREATE DATABASE nakhon'
  WHERE NOT EXISTS (SELECT FROM pg_database WHERE datname = 'nakhon')\gexec
 SQL
-  psql_admin -d nakhon -c "CREATE EXTENSION IF NOT EXISTS timescaledb" \
-      >>"$LOGS/postgres-bootstrap.log" 2>&1 \
-    || die "create extension timescaledb" "$LOGS/postgres-bootstrap.log" "psql failed"
+  psql_admin -d nakhon -c "CREATE EXTENSION IF NOT EXISTS timescaledb" >>"$log" 2>&1 \
+    || die "create extension timescaledb" "$log" "psql failed"
+  # The SQL carries SCRAM verifiers only; the passwords stay in $ENV_FILE.
+  { "$REPO/.venv/bin/nakhon" db init-roles --env-file "$ENV_FILE" --port "$PG_PORT" \
+      --database nakhon --legacy-role nakhon 2>>"$log" | psql_admin -d nakhon >>"$log" 2>&1; } \
+    || die "create the database roles" "$log" "nakhon db init-roles or psql failed"
+  chmod 700 "$SECRETS"
 }
 
 postgres_stop() {
