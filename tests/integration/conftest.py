@@ -9,7 +9,7 @@ from __future__ import annotations
 import socket
 import subprocess
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytest
@@ -28,9 +28,10 @@ class Stack:
     ``writer_dsn`` and ``reader_dsn`` are what the processor and the API use.
     """
 
-    dsn: str
-    writer_dsn: str
-    reader_dsn: str
+    # Out of repr: a failing test prints its fixtures, and these hold passwords.
+    dsn: str = field(repr=False)
+    writer_dsn: str = field(repr=False)
+    reader_dsn: str = field(repr=False)
     mqtt_host: str = "127.0.0.1"
     mqtt_port: int = 1883
     kafka_bootstrap: str = "127.0.0.1:9092"
