@@ -15,6 +15,7 @@ from datetime import UTC, datetime
 import psycopg
 import pytest
 
+from nakhon.config import load_settings
 from nakhon.sandbox import Service
 from tests.integration.conftest import REPO, Stack
 from tests.integration.pipeline_harness import (
@@ -266,7 +267,10 @@ async def test_database_connections_killed_mid_stream_lose_nothing(
     prefix = f"{ns.name}-db"
     messages = _stream(ns, prefix, 3000)
     infos = [publisher.publish(t, p) for t, p in messages]
-    with psycopg.connect(owner_dsn(), autocommit=True) as admin:
+    # As the processor's own role: a role may end its own sessions, and no
+    # other role here (the owner included) may end the writer's.
+    writer_dsn = load_settings().db.service_dsn("processor")
+    with psycopg.connect(writer_dsn, autocommit=True) as admin:
 
         def kill_processor_connections() -> bool:
             row = admin.execute(
