@@ -84,6 +84,7 @@ NAKHON_SERVICES = ["migrate", *local_nakhon_services(), "simulator"]
 def test_every_service_is_there(services: dict[str, Json]) -> None:
     assert set(services) == {
         "broker-init",
+        "db-init",
         "mosquitto",
         "kafka",
         "kafka-init",
@@ -117,7 +118,7 @@ def test_every_service_restarts_and_long_running_ones_are_checked(
 ) -> None:
     for name, service in services.items():
         assert "restart" in service, name
-        one_shot = name in {"migrate", "kafka-init", "broker-init"}
+        one_shot = name in {"migrate", "kafka-init", "broker-init", "db-init"}
         assert (service["restart"] == "no") == one_shot, name
     for name in (
         "mosquitto",
@@ -168,18 +169,29 @@ def test_environment_is_the_local_stacks_with_service_names(
     assert ours.kafka.model_dump(exclude={"bootstrap_servers"}) == local.kafka.model_dump(
         exclude={"bootstrap_servers"}
     )
-    ours_dsn = urlsplit(ours.db.dsn.get_secret_value())
+    # Each service has its own role's DSN (docs/security.md, "Database roles").
+    roles = {
+        "NAKHON_DB_DSN": "nakhon_owner",
+        "NAKHON_DB_PROCESSOR_DSN": "nakhon_writer",
+        "NAKHON_DB_MAINTAIN_DSN": "nakhon_writer",
+        "NAKHON_DB_API_DSN": "nakhon_reader",
+    }
     local_dsn = urlsplit(local.db.dsn.get_secret_value())
-    if "NAKHON_DB_DSN" in env:
-        assert ours_dsn.hostname == "timescaledb"
-        assert ours_dsn._replace(netloc="") == local_dsn._replace(netloc="")
-        assert (ours_dsn.username, ours_dsn.password, ours_dsn.port) == (
-            local_dsn.username,
-            local_dsn.password,
-            local_dsn.port,
-        )
+    for variable, role in roles.items():
+        if variable in env:
+            # The password is a ${...} of .env, which urlsplit cannot take apart.
+            m = re.fullmatch(
+                r"postgresql://([^:]+):(\$\{[^}]+\})@([^:/]+):(\d+)(/\w+)", env[variable]
+            )
+            assert m, f"{variable}: not a DSN with its password from .env"
+            assert (m.group(1), m.group(3)) == (role, "timescaledb"), variable
+            assert (int(m.group(4)), m.group(5)) == (local_dsn.port, local_dsn.path), variable
     assert ours.gateway.metrics_port == local.gateway.metrics_port
-    assert ours.processor.model_dump() == local.processor.model_dump()
+    # Health servers listen beyond loopback in a container, for Prometheus.
+    exclude = {"metrics_host"}
+    assert ours.processor.model_dump(exclude=exclude) == local.processor.model_dump(exclude=exclude)
+    if name in ("gateway", "processor"):
+        assert getattr(ours, name).metrics_host == "0.0.0.0"
     assert ours.api.model_dump(exclude={"host"}) == local.api.model_dump(exclude={"host"})
     if name == "api":
         assert ours.api.host == "0.0.0.0"  # reachable from outside the container
@@ -188,9 +200,9 @@ def test_environment_is_the_local_stacks_with_service_names(
 def test_services_talking_to_a_backend_are_told_where_it_is(services: dict[str, Json]) -> None:
     needs = {
         "gateway": {"NAKHON_MQTT_HOST", "NAKHON_KAFKA_BOOTSTRAP_SERVERS"},
-        "processor": {"NAKHON_KAFKA_BOOTSTRAP_SERVERS", "NAKHON_DB_DSN"},
-        "api": {"NAKHON_DB_DSN"},
-        "maintain": {"NAKHON_DB_DSN"},
+        "processor": {"NAKHON_KAFKA_BOOTSTRAP_SERVERS", "NAKHON_DB_PROCESSOR_DSN"},
+        "api": {"NAKHON_DB_API_DSN"},
+        "maintain": {"NAKHON_DB_MAINTAIN_DSN"},
         "migrate": {"NAKHON_DB_DSN"},
         "simulator": {"NAKHON_MQTT_HOST"},
     }
@@ -202,7 +214,8 @@ def test_start_order_waits_for_what_each_service_needs(services: dict[str, Json]
     def waits(name: str) -> dict[str, str]:
         return {k: v["condition"] for k, v in services[name]["depends_on"].items()}
 
-    assert waits("migrate") == {"timescaledb": "service_healthy"}
+    assert waits("migrate") == {"db-init": "service_completed_successfully"}
+    assert waits("db-init") == {"timescaledb": "service_healthy"}
     assert waits("gateway") == {
         "mosquitto": "service_healthy",
         "kafka-init": "service_completed_successfully",
@@ -283,11 +296,22 @@ def test_timescaledb_is_the_community_edition_on_the_local_postgresql(
     assert "-oss" not in image  # the -oss images are the Apache-only edition
     env = services["timescaledb"]["environment"]
     dsn = urlsplit(Settings().db.dsn.get_secret_value())
-    assert (env["POSTGRES_USER"], env["POSTGRES_PASSWORD"], env["POSTGRES_DB"]) == (
-        dsn.username,
-        dsn.password,
-        dsn.path.lstrip("/"),
-    )
+    assert env["POSTGRES_DB"] == dsn.path.lstrip("/")
+    # The superuser initialises only; its password comes from .env.
+    assert env["POSTGRES_USER"] == "postgres"
+    assert env["POSTGRES_PASSWORD"].startswith("${POSTGRES_PASSWORD:?")
+
+
+def test_no_service_gets_more_database_rights_than_its_job(services: dict[str, Json]) -> None:
+    owners = [n for n, s in services.items() if "nakhon_owner" in str(s.get("environment", {}))]
+    assert sorted(owners) == ["db-init", "migrate"]
+    assert services["migrate"]["depends_on"] == {
+        "db-init": {"condition": "service_completed_successfully"}
+    }
+    assert services["grafana"]["environment"]["NAKHON_GRAFANA_DB_USER"] == "nakhon_reader"
+    example = (REPO / ".env.example").read_text()
+    for variable in re.findall(r"\$\{([A-Z_]+):\?", (REPO / "docker-compose.yml").read_text()):
+        assert f"{variable}=" in example, variable
 
 
 def scrape_targets(config: Json) -> dict[str, list[str]]:
