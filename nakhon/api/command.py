@@ -14,7 +14,7 @@ import uvicorn
 
 from nakhon.api.app import create_app
 from nakhon.cli import configure_logging
-from nakhon.config import load_settings
+from nakhon.config import MissingDsnError, load_settings
 
 log = logging.getLogger("nakhon.api")
 
@@ -33,7 +33,11 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
 def run_api(args: argparse.Namespace) -> int:
     settings = load_settings()
     configure_logging(settings.log_level)
-    app = create_app(settings)
+    try:
+        app = create_app(settings)
+    except MissingDsnError as exc:  # NAKHON_DB_API_DSN: never the owner's by default
+        log.error("%s", exc)
+        return 2
     if settings.api.public:
         log.warning(
             "public mode: /v1 answers requests without a key, scopes %s", settings.api.public_scopes

@@ -75,7 +75,7 @@ def _percentiles(samples: list[float]) -> tuple[float, float]:
 async def measure_api_latency(
     base_url: str,
     *,
-    dsn: str = "postgresql://nakhon:nakhon@127.0.0.1:5432/nakhon",
+    dsn: str,
     sensors: int = 50,
     requests: int = 200,
     api_key: str | None = None,
@@ -85,7 +85,8 @@ async def measure_api_latency(
 
     Keys: ``series_sensor_p50_ms``, ``series_sensor_p99_ms``,
     ``series_city_p50_ms``, ``series_city_p99_ms``, plus ``sensors`` and
-    ``requests`` for the record.
+    ``requests`` for the record. ``dsn`` seeds the bench city, so it is a
+    role that may write and delete (the owner's, ``NAKHON_DB_DSN``).
     """
     end = datetime.now(UTC).replace(second=0, microsecond=0)
     if seed:

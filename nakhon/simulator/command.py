@@ -21,7 +21,7 @@ import psycopg
 from paho.mqtt.reasoncodes import ReasonCode
 
 from nakhon.cli import configure_logging
-from nakhon.config import Settings, load_settings
+from nakhon.config import MissingDsnError, Settings, load_settings
 from nakhon.identity import provision
 from nakhon.identity.dynsec import DynsecAdmin, DynsecError
 from nakhon.identity.provision import Credentials, ProvisionError
@@ -89,7 +89,11 @@ def run_simulate(args: argparse.Namespace) -> int:
     fleet = build_fleet(args.sensors)
     metrics_url = args.metrics_url or f"http://127.0.0.1:{settings.processor.metrics_port}/metrics"
     # Only reads rows: as the reader, like the API.
-    dsn = settings.db.service_dsn("api")
+    try:
+        dsn = settings.db.service_dsn("api")
+    except MissingDsnError as exc:
+        log.error("%s", exc)
+        return 2
     endpoint = MqttEndpoint.from_settings(settings.mqtt)
     try:
         username, password = _credentials(args, settings, fleet)

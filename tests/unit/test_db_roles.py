@@ -103,3 +103,14 @@ def test_the_dsns_come_from_nakhon_db_variables(monkeypatch: pytest.MonkeyPatch)
     monkeypatch.setenv("NAKHON_DB_MAINTAIN_DSN", "postgresql://nakhon_writer:w@h/nakhon")
     settings = Settings(_env_file=None)  # type: ignore[call-arg]
     assert settings.db.service_dsn("maintain") == "postgresql://nakhon_writer:w@h/nakhon"
+
+
+@pytest.mark.parametrize("command", ["processor", "maintain", "api"])
+def test_each_service_exits_with_a_message_when_its_dsn_is_unset(
+    command: str, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    monkeypatch.setenv("NAKHON_ENV_FILE", "/dev/null")  # not the checkout's local.env
+    for variable in ("PROCESSOR", "MAINTAIN", "API"):
+        monkeypatch.delenv(f"NAKHON_DB_{variable}_DSN", raising=False)
+    assert main([command]) == 2
+    assert f"NAKHON_DB_{command.upper()}_DSN is not set" in caplog.text
