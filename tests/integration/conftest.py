@@ -6,18 +6,44 @@ ran before) or starts one with ``deploy/local/stack.sh up``.
 
 from __future__ import annotations
 
+import os
 import socket
 import subprocess
+import uuid
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytest
+from psycopg.conninfo import make_conninfo
 
 from nakhon.config import load_settings
 
 REPO = Path(__file__).resolve().parents[2]
 STACK_SCRIPT = REPO / "deploy" / "local" / "stack.sh"
+#: The local cluster's unix sockets (deploy/local/services/postgres.sh; a symlink if relocated).
+PG_SOCKETS = Path(os.environ.get("NAKHON_STATE_DIR", REPO / ".nakhon")) / "postgres" / "sockets"
+PSQL = Path("/usr/lib/postgresql/15/bin/psql")
+
+
+def _psql_as_superuser(database: str, statement: str) -> None:
+    """One statement as ``postgres`` through the socket (peer), as ``make up`` administers."""
+    subprocess.run(
+        ["runuser", "-u", "postgres", "--", str(PSQL), "-X", "-q", "-v", "ON_ERROR_STOP=1",
+         "-h", str(PG_SOCKETS.resolve()), "-U", "postgres", "-d", database, "-c", statement],
+        check=True, cwd="/", capture_output=True,
+    )  # fmt: skip
+
+
+@dataclass(frozen=True)
+class FreshDatabase:
+    """An empty database with TimescaleDB, owned by ``nakhon_owner``, not yet migrated."""
+
+    name: str
+    dsn: str = field(repr=False)
+    writer_dsn: str = field(repr=False)
+    reader_dsn: str = field(repr=False)
 
 
 @dataclass(frozen=True)
@@ -44,6 +70,29 @@ class Stack:
             writer_dsn=db.service_dsn("processor"),
             reader_dsn=db.service_dsn("api"),
         )
+
+    @contextmanager
+    def fresh_database(self) -> Iterator[FreshDatabase]:
+        """A new database for one test, dropped afterwards.
+
+        No service role may create databases, so it is made through the local
+        cluster's superuser socket (root only, like ``make up``); elsewhere the
+        test is skipped.
+        """
+        if os.geteuid() != 0 or not PG_SOCKETS.exists():
+            pytest.skip("a fresh database needs the local stack's superuser socket (root)")
+        name = f"nakhon_fresh_{uuid.uuid4().hex[:8]}"
+        _psql_as_superuser("postgres", f"CREATE DATABASE {name} OWNER nakhon_owner")
+        try:
+            _psql_as_superuser(name, "CREATE EXTENSION timescaledb")
+            yield FreshDatabase(
+                name,
+                make_conninfo(self.dsn, dbname=name),
+                make_conninfo(self.writer_dsn, dbname=name),
+                make_conninfo(self.reader_dsn, dbname=name),
+            )
+        finally:
+            _psql_as_superuser("postgres", f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
 
 
 def port_answers(port: int) -> bool:

@@ -18,7 +18,7 @@ from datetime import UTC, datetime, timedelta
 import httpx
 import psycopg
 import pytest
-from psycopg import sql
+from pydantic import SecretStr
 
 from nakhon.api.key_store import revoke_api_key
 from nakhon.config import DbSettings, Settings
@@ -181,32 +181,21 @@ def test_public_mode_serves_only_its_scopes(stack: Stack, two_cities: tuple[str,
 
 def test_closed_by_default_until_a_key_exists(stack: Stack) -> None:
     """A fresh database, no key: /v1 answers 503 no_api_keys; the first key opens it."""
-    name = f"nakhon_closed_{uuid.uuid4().hex[:8]}"
-    try:
-        with psycopg.connect(stack.dsn, autocommit=True) as admin:
-            admin.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
-    except psycopg.errors.InsufficientPrivilege:
-        pytest.skip("the test role may not create databases")
-    dsn = psycopg.conninfo.make_conninfo(stack.dsn, dbname=name)
-    try:
-        migrate(dsn)
-        settings = settings_for(stack, key_cache_s=0.2)
-        settings = Settings(db=DbSettings(dsn=dsn), api=settings.api)  # type: ignore[arg-type]
-        with serve(settings) as url:
+    with stack.fresh_database() as fresh:
+        migrate(fresh.dsn)
+        api = settings_for(stack, key_cache_s=0.2).api
+        db = DbSettings(dsn=SecretStr(fresh.dsn), api_dsn=SecretStr(fresh.reader_dsn))
+        with serve(Settings(db=db, api=api)) as url:
             r = get(url, "/v1/cities", None)
             assert r.status_code == 503 and r.json()["error"]["code"] == "no_api_keys"
             assert "nakhon api-keys create" in r.json()["error"]["message"]
             assert get(url, "/healthz", None).status_code == 200
             assert get(url, "/readyz", None).status_code == 200
             assert get(url, "/v1/cities", "nk_abcdefgh_" + "a" * 43).status_code == 401
-            key = provision_key(dsn)
+            key = provision_key(fresh.dsn)
             time.sleep(0.3)
             assert get(url, "/v1/cities", None).status_code == 401
             assert get(url, "/v1/cities", key).status_code == 200
-    finally:
-        with psycopg.connect(stack.dsn, autocommit=True) as admin:
-            drop = sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)")
-            admin.execute(drop.format(sql.Identifier(name)))
 
 
 def test_slow_requests_leave_room_for_a_cheap_one(

@@ -18,6 +18,7 @@ from psycopg import sql
 
 from nakhon.config import load_settings
 from nakhon.records import Reading
+from nakhon.sandbox import PipelineNamespace, wait_until
 from nakhon.storage.migrate import (
     SchemaNotReady,
     check_schema,
@@ -219,3 +220,27 @@ def test_services_wait_for_the_schema_they_need(stack: Stack) -> None:
     asyncio.run(check(required_version()))
     with pytest.raises(SchemaNotReady, match="run nakhon migrate"):
         asyncio.run(check(required_version() + 1))
+
+
+async def test_a_processor_on_a_fresh_database_waits_for_nakhon_migrate(stack: Stack) -> None:
+    """Started before the schema exists, the processor waits, unready; once migrated, it runs."""
+    with stack.fresh_database() as fresh:
+        ns = PipelineNamespace()
+        await ns.prepare()
+        try:
+            processor = ns.processor()
+            processor.env["NAKHON_DB_PROCESSOR_DSN"] = fresh.writer_dsn
+            processor.start(wait_ready=False)
+            wait_until(
+                lambda: "the migrated schema is not reachable" in processor.log_path.read_text(),
+                30,
+                "the processor waiting for the schema",
+            )
+            assert not processor.ready()
+            migrate(fresh.dsn)  # as the owner, like make up and compose's migrate service
+            wait_until(processor.ready, 60, f"the processor ready (log: {processor.log_path})")
+            # The grants came with the migrations: any deployment gets them.
+            _denied(fresh.reader_dsn, READER_DENIED[0])
+            _denied(fresh.writer_dsn, WRITER_DENIED[0])
+        finally:
+            ns.stop_all()
