@@ -75,10 +75,23 @@ class KafkaSettings(BaseModel):
     linger_ms: int = 5
     max_batch_bytes: int = 512 * 1024
     compression: Literal["none", "gzip", "lz4", "zstd"] = "lz4"
+    #: ``SASL_SSL`` (SCRAM over TLS) for a broker outside this host; ``PLAINTEXT``
+    #: only on loopback. See docs/security.md, "Kafka".
     security_protocol: Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"] = "PLAINTEXT"
+    #: Required with ``SASL_*``; ignored (refused, if set) otherwise.
     sasl_mechanism: Literal["PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512"] | None = None
+    #: Used only with ``SASL_*``: the local stack keeps its generated SCRAM user
+    #: here even while the services connect in plaintext.
     sasl_username: str | None = None
     sasl_password: SecretStr | None = None
+    #: TLS (``SSL``/``SASL_SSL``): the CA that signed the brokers' certificates;
+    #: unset, the system's CAs are trusted.
+    ssl_ca_file: Path | None = None
+    #: TLS: a client certificate (PEM) and its key, for brokers that ask for one.
+    ssl_cert_file: Path | None = None
+    ssl_key_file: Path | None = None
+    #: TLS: the password of an encrypted ``ssl_key_file``.
+    ssl_key_password: SecretStr | None = None
 
 
 #: The services that connect to TimescaleDB, each with its own DSN in :class:`DbSettings`.

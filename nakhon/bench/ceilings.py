@@ -22,7 +22,9 @@ from aiokafka import AIOKafkaProducer
 from paho.mqtt.enums import CallbackAPIVersion
 
 from nakhon.bench.mqtt_logins import Broker, c_client_env
+from nakhon.config import KafkaSettings
 from nakhon.identity.provision import Credentials
+from nakhon.kafka_client import kafka_producer_options
 from nakhon.records import Reading
 from nakhon.storage.writer import ReadingWriter
 
@@ -108,16 +110,9 @@ def _paho(creds: Credentials | None) -> mqtt.Client:
     return client
 
 
-async def kafka_produce_ceiling(records: int, topic: str, bootstrap: str) -> float:
-    """Records/s aiokafka produces with the gateway's settings (acks=all, idempotent, lz4)."""
-    producer = AIOKafkaProducer(
-        bootstrap_servers=bootstrap,
-        acks="all",
-        enable_idempotence=True,
-        linger_ms=5,
-        max_batch_size=512 * 1024,
-        compression_type="lz4",
-    )
+async def kafka_produce_ceiling(records: int, topic: str, kafka: KafkaSettings) -> float:
+    """Records/s aiokafka produces with the gateway's options (acks=all, idempotent, lz4)."""
+    producer = AIOKafkaProducer(**kafka_producer_options(kafka))
     await producer.start()
     try:
         key = b"city/bench/s1/senml"

@@ -27,7 +27,8 @@ from nakhon.bench.end_to_end import cleanup, run_phase
 from nakhon.bench.mqtt_logins import Broker, open_broker
 from nakhon.cli import configure_logging
 from nakhon.config import Settings, load_settings
-from nakhon.sandbox import KAFKA, LOCAL_CA, MQTT_TLS_PORT, PipelineNamespace, http_ok
+from nakhon.kafka_client import kafka_client_options
+from nakhon.sandbox import LOCAL_CA, MQTT_TLS_PORT, PipelineNamespace, http_ok
 
 log = logging.getLogger("nakhon.bench")
 
@@ -75,7 +76,7 @@ async def _bench(args: argparse.Namespace, settings: Settings) -> dict[str, Any]
     ns = PipelineNamespace(batch_max_records=5000)
     ceiling_topic = f"{ns.name}.ceiling"
     await ns.prepare()
-    admin = AIOKafkaAdminClient(bootstrap_servers=KAFKA)
+    admin = AIOKafkaAdminClient(**kafka_client_options(settings.kafka))
     await admin.start()
     try:
         await admin.create_topics([NewTopic(ceiling_topic, 3, 1)])
@@ -102,7 +103,7 @@ async def _bench(args: argparse.Namespace, settings: Settings) -> dict[str, Any]
     _step("ceiling: Mosquitto alone, paho clients (50,000 QoS 1 messages)")
     mqtt_rate = await asyncio.to_thread(mosquitto_ceiling, 50_000, login, root)
     _step("ceiling: Kafka produce alone (200,000 records)")
-    kafka_rate = await kafka_produce_ceiling(200_000, ceiling_topic, KAFKA)
+    kafka_rate = await kafka_produce_ceiling(200_000, ceiling_topic, settings.kafka)
     _step("ceiling: COPY into readings alone (200,000 rows)")
     copy_rate = await copy_ceiling(200_000, settings.db.service_dsn("processor"), dsn)
     report["ceilings"] = {

@@ -32,7 +32,7 @@ from nakhon.ingest.ack_queue import AckQueue, AckSlot
 from nakhon.ingest.metrics import GatewayMetrics
 from nakhon.ingest.mqtt_source import MqttSource
 from nakhon.ingest.raw_record import MqttMessage, raw_headers
-from nakhon.kafka_client import kafka_client_options
+from nakhon.kafka_client import kafka_producer_options
 
 log = logging.getLogger(__name__)
 
@@ -56,15 +56,7 @@ class Gateway:
         self._settings = settings
         self._metrics = metrics
         self._producer = AIOKafkaProducer(
-            **kafka_client_options(kafka_settings),
-            acks="all",
-            enable_idempotence=True,
-            linger_ms=kafka_settings.linger_ms,
-            max_batch_size=kafka_settings.max_batch_bytes,
-            compression_type=None
-            if kafka_settings.compression == "none"
-            else kafka_settings.compression,
-            request_timeout_ms=15_000,
+            **kafka_producer_options(kafka_settings), request_timeout_ms=15_000
         )
         self._source = MqttSource(
             mqtt_settings, settings.max_inflight, self._on_message, self._on_connection_change

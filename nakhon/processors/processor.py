@@ -43,7 +43,7 @@ from nakhon.ingest.raw_record import (
     received_at_from_header,
     received_at_from_kafka_ms,
 )
-from nakhon.kafka_client import kafka_client_options
+from nakhon.kafka_client import kafka_client_options, kafka_producer_options
 from nakhon.processors.metrics import ProcessorMetrics
 from nakhon.processors.outputs import (
     OutRecord,
@@ -108,10 +108,9 @@ class Processor:
         self._pipeline = pipeline
         self._writer = writer
         self._metrics = metrics
-        options = kafka_client_options(kafka)
         self._consumer = AIOKafkaConsumer(
             kafka.raw_topic,
-            **options,
+            **kafka_client_options(kafka),
             group_id=kafka.consumer_group,
             enable_auto_commit=False,
             auto_offset_reset="earliest",
@@ -119,14 +118,7 @@ class Processor:
             fetch_max_bytes=64 * 1024 * 1024,
             max_partition_fetch_bytes=8 * 1024 * 1024,
         )
-        self._producer = AIOKafkaProducer(
-            **options,
-            acks="all",
-            enable_idempotence=True,
-            linger_ms=kafka.linger_ms,
-            max_batch_size=kafka.max_batch_bytes,
-            compression_type=None if kafka.compression == "none" else kafka.compression,
-        )
+        self._producer = AIOKafkaProducer(**kafka_producer_options(kafka))
         self._stopping = asyncio.Event()
         self._db_ok = False
         self._started = False
