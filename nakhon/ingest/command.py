@@ -14,6 +14,7 @@ from nakhon.health_server import HealthServer
 from nakhon.ingest.gateway import Gateway
 from nakhon.ingest.metrics import GatewayMetrics
 from nakhon.ingest.mqtt_source import end_session
+from nakhon.kafka_client import KafkaSecurityError, kafka_client_options
 from nakhon.service_runner import run_until_signal
 
 log = logging.getLogger("nakhon.gateway")
@@ -51,6 +52,11 @@ def run_gateway(args: argparse.Namespace) -> int:
             return 0
         log.error("the broker did not answer at %s:%d", settings.mqtt.host, settings.mqtt.port)
         return 1
+    try:
+        kafka_client_options(settings.kafka)  # incomplete security settings: refuse now
+    except KafkaSecurityError as exc:
+        log.error("%s", exc)
+        return 2
     asyncio.run(_serve(settings))
     return 0
 

@@ -11,6 +11,7 @@ from prometheus_client import CollectorRegistry
 from nakhon.cli import configure_logging
 from nakhon.config import MissingDsnError, Settings, load_settings
 from nakhon.health_server import HealthServer
+from nakhon.kafka_client import KafkaSecurityError, kafka_client_options
 from nakhon.processors.metrics import ProcessorMetrics
 from nakhon.processors.normalize import NormalizePolicy
 from nakhon.processors.pipeline import Pipeline
@@ -51,6 +52,11 @@ def run_processor(args: argparse.Namespace) -> int:
     try:
         dsn = settings.db.service_dsn("processor")
     except MissingDsnError as exc:
+        log.error("%s", exc)
+        return 2
+    try:
+        kafka_client_options(settings.kafka)  # incomplete security settings: refuse now
+    except KafkaSecurityError as exc:
         log.error("%s", exc)
         return 2
     asyncio.run(_serve(settings, router, dsn))
