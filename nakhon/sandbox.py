@@ -26,17 +26,31 @@ from aiokafka import AIOKafkaConsumer
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from pydantic import SecretStr
 
-from nakhon.config import MqttSettings, load_settings
+from nakhon.config import KafkaSettings, MqttSettings, load_settings
 from nakhon.identity import provision
 from nakhon.identity.dynsec import DynsecAdmin
 from nakhon.identity.provision import Credentials
 from nakhon.identity.roles import Identity, bridge_identity, gateway_identity
 from nakhon.ingest.mqtt_source import end_session
+from nakhon.kafka_client import kafka_client_options
 from nakhon.mqtt_connection import MqttEndpoint
 
 REPO = Path(__file__).resolve().parents[1]
 LOGS = REPO / ".nakhon" / "logs" / "sandbox"
 KAFKA = "127.0.0.1:9092"
+#: How a namespace's services and clients reach Kafka, as NAKHON_KAFKA_* variables
+#: (the topics and the consumer group are the namespace's own).
+_KAFKA_CONNECTION_FIELDS = (
+    "bootstrap_servers",
+    "security_protocol",
+    "sasl_mechanism",
+    "sasl_username",
+    "sasl_password",
+    "ssl_ca_file",
+    "ssl_cert_file",
+    "ssl_key_file",
+    "ssl_key_password",
+)
 #: The city the namespace's LoRaWAN uplinks fall back to (a registered one).
 LORAWAN_CITY = "chachoengsao"
 #: The local stack's TLS listener and the CA that signed its certificate (make up).
@@ -134,6 +148,10 @@ class PipelineNamespace:
     #: Filled by :meth:`prepare`: the namespace's gateway and its publishing bridge.
     gateway_credentials: Credentials | None = None
     publisher_credentials: Credentials | None = None
+    #: Where and how the namespace's clients and services reach Kafka: the local
+    #: stack's plaintext listener unless given (``nakhon bench`` passes its
+    #: settings, so a SASL_SSL configuration is measured end to end).
+    kafka: KafkaSettings = field(default_factory=lambda: KafkaSettings(bootstrap_servers=KAFKA))
 
     @property
     def root(self) -> str:
@@ -200,10 +218,21 @@ class PipelineNamespace:
                 "NAKHON_LOG_LEVEL": "INFO",
             }
         )
+        env.update(self._kafka_env())
+        return env
+
+    def _kafka_env(self) -> dict[str, str]:
+        """:attr:`kafka`'s connection settings as the services' NAKHON_KAFKA_* variables."""
+        env: dict[str, str] = {}
+        for name in _KAFKA_CONNECTION_FIELDS:
+            value = getattr(self.kafka, name)
+            if value is not None:
+                text = value.get_secret_value() if isinstance(value, SecretStr) else str(value)
+                env[f"NAKHON_KAFKA_{name.upper()}"] = text
         return env
 
     async def create_topics(self) -> None:
-        admin = AIOKafkaAdminClient(bootstrap_servers=KAFKA)
+        admin = AIOKafkaAdminClient(**kafka_client_options(self.kafka))
         await admin.start()
         try:
             await admin.create_topics(
@@ -262,7 +291,9 @@ class PipelineNamespace:
     async def dead_letters(self, expect: int, wait_s: float = 30) -> list[dict[str, object]]:
         """Read ``expect`` records of the namespace's dead-letter topic."""
         consumer = AIOKafkaConsumer(
-            self.deadletter_topic, bootstrap_servers=KAFKA, auto_offset_reset="earliest"
+            self.deadletter_topic,
+            **kafka_client_options(self.kafka),
+            auto_offset_reset="earliest",
         )
         await consumer.start()
         found: list[dict[str, object]] = []

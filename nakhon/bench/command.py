@@ -73,7 +73,7 @@ def _step(text: str) -> None:
 async def _bench(args: argparse.Namespace, settings: Settings) -> dict[str, Any]:
     # The owner's: the bench removes its rows afterwards (its processor runs as the writer).
     dsn = settings.db.dsn.get_secret_value()
-    ns = PipelineNamespace(batch_max_records=5000)
+    ns = PipelineNamespace(batch_max_records=5000, kafka=settings.kafka)
     ceiling_topic = f"{ns.name}.ceiling"
     await ns.prepare()
     admin = AIOKafkaAdminClient(**kafka_client_options(settings.kafka))

@@ -33,7 +33,8 @@ from paho.mqtt.enums import CallbackAPIVersion
 from nakhon.bench.ceilings import BENCH_CITY
 from nakhon.bench.mqtt_logins import Broker, c_client_env
 from nakhon.bench.stats import percentile
-from nakhon.sandbox import KAFKA, LOCAL_CA, MQTT_TLS_PORT, PipelineNamespace
+from nakhon.kafka_client import kafka_client_options
+from nakhon.sandbox import LOCAL_CA, MQTT_TLS_PORT, PipelineNamespace
 
 READINGS_PER_MESSAGE = 5
 _METRICS = ("pm2_5", "pm10", "temperature", "humidity", "noise_laeq")
@@ -173,7 +174,7 @@ async def run_phase(
 
     With ``tls``, the flat-out publishers reach the broker over TLS (8883).
     """
-    consumer = AIOKafkaConsumer(ns.readings_topic, bootstrap_servers=KAFKA, group_id=None)
+    consumer = AIOKafkaConsumer(ns.readings_topic, **kafka_client_options(ns.kafka), group_id=None)
     await consumer.start()
     try:
         await consumer.seek_to_end()

@@ -132,22 +132,17 @@ async def test_a_client_that_does_not_trust_the_local_ca_fails(
 async def test_the_gateway_and_processor_run_over_scram_and_tls(scram: KafkaSettings) -> None:
     """A reading over MQTT reaches its row with both services on the SASL_SSL listener.
 
-    The services get the switch an operator makes (protocol, mechanism, address,
-    CA); their SCRAM credentials come from local.env, as ``make up`` wrote them.
+    The namespace hands its Kafka settings to the services as the switch an
+    operator makes (address, protocol, mechanism, CA, the SCRAM user that
+    ``make up`` wrote into local.env); it creates its topics over SCRAM+TLS too.
     """
-    ns = PipelineNamespace()
+    ns = PipelineNamespace(kafka=scram)
     await ns.prepare()
     publisher = None
     try:
-        over_scram = {
-            "NAKHON_KAFKA_BOOTSTRAP_SERVERS": SCRAM_TLS,
-            "NAKHON_KAFKA_SECURITY_PROTOCOL": "SASL_SSL",
-            "NAKHON_KAFKA_SASL_MECHANISM": "SCRAM-SHA-512",
-            "NAKHON_KAFKA_SSL_CA_FILE": str(LOCAL_CA),
-        }
         services = [ns.gateway(), ns.processor()]
         for svc in services:
-            svc.env |= over_scram
+            assert svc.env["NAKHON_KAFKA_SECURITY_PROTOCOL"] == "SASL_SSL"
             svc.start()
         publisher = Publisher(ns.publisher_credentials)
         sensor = f"{ns.name}-tls"
