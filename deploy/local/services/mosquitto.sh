@@ -59,6 +59,13 @@ mosquitto_start() {
   # The broker reads its key as the mosquitto user: its own copy, for it alone.
   install -m 600 -o mosquitto -g mosquitto "$TLS_DIR/server.key" "$MOSQ_DIR/tls/server.key"
   install -m 644 "$TLS_DIR/server.crt" "$TLS_DIR/ca.crt" "$MOSQ_DIR/tls/"
+  local dynsec="$MOSQ_DIR/dynsec/dynamic-security.json"
+  if [[ -f "$dynsec" ]] && ! grep -q '^NAKHON_MQTT_ADMIN_PASSWORD=' "$ENV_FILE" 2>/dev/null; then
+    # Left by an earlier checkout at this path (its data lives outside the
+    # checkout) whose credentials went with it: nobody can administer it.
+    warn "the broker's credentials file $dynsec belongs to credentials this checkout no longer has; moving it aside and making new ones (its devices must be added again)"
+    mv "$dynsec" "$dynsec.orphaned-$(date +%Y%m%dT%H%M%S)"
+  fi
   "$REPO/.venv/bin/nakhon" broker init --dynsec-file "$MOSQ_DIR/dynsec/dynamic-security.json" \
     --env-file "$ENV_FILE" >>"$LOGS/mosquitto-init.log" 2>&1 \
     || die "nakhon broker init" "$LOGS/mosquitto-init.log" "could not write the broker's credentials"
