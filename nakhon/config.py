@@ -188,7 +188,8 @@ class ApiSettings(BaseModel):
     host: str = "127.0.0.1"
     port: int = 8080
     #: Serve /v1 without a key (open data), with only ``public_scopes``. Off: a
-    #: key from ``nakhon api-keys create`` is required (503 until one exists).
+    #: key from ``nakhon api-keys create`` is required, and ``nakhon api``
+    #: refuses to start while no key is active.
     public: bool = False
     #: Comma-separated scopes of keyless requests in public mode (never vehicles by default).
     public_scopes: str = "readings,aqi,sensors"
@@ -212,6 +213,9 @@ class ApiSettings(BaseModel):
     pool_max_waiting: int = 64
     #: Server-side cap on one query, so a heavy request cannot hog the database.
     statement_timeout_s: float = 10.0
+    #: Seconds ``nakhon api`` waits at start for the database (and its
+    #: migrated ``api_keys``) to answer its key check before giving up (exit 3).
+    startup_wait_s: float = 30.0
     #: Seconds uvicorn gives in-flight requests to finish on SIGTERM.
     shutdown_grace_s: float = 10.0
 

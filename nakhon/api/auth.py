@@ -6,16 +6,15 @@ past the key's rate -> 429 with ``Retry-After``; a route outside the key's
 scopes -> 403 (routes call :func:`require`). Another city's objects are the
 routes' business: 404, as if they did not exist.
 
-Closed by default: with no active key in the database and ``public`` off,
-/v1 answers 503 ``no_api_keys`` (the process still starts, so /healthz and
-/readyz work and the first key created takes effect within ``key_cache_s``).
-``public`` serves requests without a key with ``public_scopes`` over every
-city; a request that does send a key is still checked (a bad key is 401,
-never silently public).
+Closed by default: ``nakhon api`` refuses to start while no key is active
+and ``public`` is off (:mod:`nakhon.api.command`); should every key be
+revoked later, every /v1 request is 401. ``public`` serves requests without
+a key with ``public_scopes`` over every city; a request that does send a key
+is still checked (a bad key is 401, never silently public).
 
 Keys are cached per process for ``key_cache_s`` seconds (a revocation takes
-effect within that), unknown ids too, so a flood of made-up keys does not
-become a flood of queries. The key is never logged.
+effect within that), unknown ids too, so the same made-up key sent again and
+again costs one query per ``key_cache_s``. The key is never logged.
 """
 
 from __future__ import annotations
@@ -31,7 +30,7 @@ from psycopg_pool import AsyncConnectionPool
 
 from nakhon.api.database import Conn
 from nakhon.api.errors import ApiError
-from nakhon.api.key_store import any_active_key, find_api_key
+from nakhon.api.key_store import find_api_key
 from nakhon.api.keys import Grant, StoredKey, key_matches, parse_key_id
 from nakhon.api.rate_limit import RateLimiter
 
@@ -42,11 +41,10 @@ _UNAUTHORIZED = "missing, unknown, expired or revoked API key in header X-API-Ke
 
 @dataclass(slots=True)
 class KeyCache:
-    """Rows by key id (None: no such key) and whether any key is active, for ``ttl`` seconds."""
+    """Rows by key id (None: no such key), for ``ttl`` seconds."""
 
     ttl: float
     _rows: dict[str, tuple[float, StoredKey | None]] = field(default_factory=dict)
-    _any_active: tuple[float, bool] = (0.0, False)
 
     async def row(self, pool: AsyncConnectionPool[Conn], key_id: str) -> StoredKey | None:
         now = time.monotonic()
@@ -59,15 +57,6 @@ class KeyCache:
             self._rows.clear()
         self._rows[key_id] = (now + self.ttl, found)
         return found
-
-    async def any_active(self, pool: AsyncConnectionPool[Conn]) -> bool:
-        now = time.monotonic()
-        if self._any_active[0] > now:
-            return self._any_active[1]
-        async with pool.connection() as conn:
-            active = await any_active_key(conn)
-        self._any_active = (now + self.ttl, active)
-        return active
 
 
 @dataclass(slots=True)
@@ -85,14 +74,6 @@ class Authenticator:
                 client = request.client.host if request.client else "unknown"
                 self._limit(f"public:{client}")
                 return Grant(None, None, self.public_scopes)
-            if not await self.cache.any_active(pool):
-                raise ApiError(
-                    503,
-                    "no_api_keys",
-                    "this API serves only requests with an API key, and none exists yet: "
-                    "create one with 'nakhon api-keys create' (or set NAKHON_API_PUBLIC=true "
-                    "for open data)",
-                )
             raise ApiError(401, "unauthorized", _UNAUTHORIZED)
         key_id = parse_key_id(key)
         if key_id is None:

@@ -1,8 +1,8 @@
 """The ``api_keys`` table: create, list, revoke and look up keys.
 
-Synchronous functions for the CLI, ``make up`` and tests
-(:func:`create_api_key` is the one library entry point that provisions a
-key), and one async lookup for the API. The key itself is never stored or
+Synchronous functions for the CLI, ``make up``, ``nakhon api``'s start
+check and tests (:func:`create_api_key` is the one library entry point that
+provisions a key), and one async lookup for the API's requests. The key itself is never stored or
 logged: only its SHA-256 (see :mod:`nakhon.api.keys`).
 """
 
@@ -127,10 +127,10 @@ async def find_api_key(conn: psycopg.AsyncConnection[Any], key_id: str) -> Store
     return _stored(row) if row else None
 
 
-async def any_active_key(conn: psycopg.AsyncConnection[Any]) -> bool:
-    cur = await conn.execute(
+def any_active_key(conn: psycopg.Connection[Any]) -> bool:
+    """Whether any key is neither revoked nor expired (``nakhon api`` checks it at start)."""
+    row = conn.execute(
         "SELECT EXISTS (SELECT 1 FROM api_keys WHERE revoked_at IS NULL"
         " AND (expires_at IS NULL OR expires_at > now()))"
-    )
-    row = await cur.fetchone()
+    ).fetchone()
     return bool(row and row[0])

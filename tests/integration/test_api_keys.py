@@ -7,24 +7,25 @@ the library function behind ``nakhon api-keys create``.
 from __future__ import annotations
 
 import json
+import signal
 import subprocess
 import sys
 import threading
 import time
 import uuid
 from collections.abc import Iterator
+from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
 
 import httpx
 import psycopg
 import pytest
-from pydantic import SecretStr
 
-from nakhon.api.key_store import revoke_api_key
-from nakhon.config import DbSettings, Settings
+from nakhon.api.key_store import create_api_key, revoke_api_key
 from nakhon.storage.migrate import migrate
 from tests.integration.conftest import Stack
 from tests.integration.test_api import (
+    free_port,
     provision_key,
     seed_readings,
     seed_sensors,
@@ -179,23 +180,76 @@ def test_public_mode_serves_only_its_scopes(stack: Stack, two_cities: tuple[str,
         assert get(url, "/v1/cities", "nope").status_code == 401  # a bad key is never public
 
 
-def test_closed_by_default_until_a_key_exists(stack: Stack) -> None:
-    """A fresh database, no key: /v1 answers 503 no_api_keys; the first key opens it."""
+@contextmanager
+def api_process(env: dict[str, str]) -> Iterator[str]:
+    """``nakhon api`` as its own process; yield its base URL once /healthz answers."""
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "nakhon.cli", "api"],
+        env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    url = f"http://127.0.0.1:{env['NAKHON_API_PORT']}"
+    try:
+        deadline = time.monotonic() + 20
+        while True:
+            assert proc.poll() is None, proc.communicate()[1]
+            assert time.monotonic() < deadline, "nakhon api did not answer"
+            try:
+                if httpx.get(f"{url}/healthz", timeout=1).status_code == 200:
+                    break
+            except httpx.TransportError:
+                time.sleep(0.1)
+        yield url
+    finally:
+        proc.terminate()
+        _, err = proc.communicate(timeout=15)
+    # uvicorn drains, then re-raises the SIGTERM it caught: -15 is a clean stop too.
+    assert proc.returncode in (0, -signal.SIGTERM) and "shutdown complete" in err, err
+
+
+def test_closed_by_default_the_api_refuses_to_start_without_a_key(stack: Stack) -> None:
+    """``nakhon api`` on a fresh database: no active key, no start (exit 2); one key, it serves."""
     with stack.fresh_database() as fresh:
         migrate(fresh.dsn)
-        api = settings_for(stack, key_cache_s=0.2).api
-        db = DbSettings(dsn=SecretStr(fresh.dsn), api_dsn=SecretStr(fresh.reader_dsn))
-        with serve(Settings(db=db, api=api)) as url:
-            r = get(url, "/v1/cities", None)
-            assert r.status_code == 503 and r.json()["error"]["code"] == "no_api_keys"
-            assert "nakhon api-keys create" in r.json()["error"]["message"]
-            assert get(url, "/healthz", None).status_code == 200
+        env = {
+            "PATH": "/usr/bin:/bin",
+            "NAKHON_ENV_FILE": "/dev/null",
+            "NAKHON_DB_API_DSN": fresh.reader_dsn,
+            "NAKHON_API_PORT": str(free_port()),
+            "NAKHON_API_STARTUP_WAIT_S": "5",
+        }
+        cmd = [sys.executable, "-m", "nakhon.cli", "api"]
+
+        def refused() -> subprocess.CompletedProcess[str]:
+            return subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=30)
+
+        empty = refused()
+        assert empty.returncode == 2, empty.stderr
+        assert "no active API key" in empty.stderr and "nakhon api-keys create" in empty.stderr
+        # A revoked key and an expired one are no key.
+        with psycopg.connect(fresh.dsn) as conn:
+            dead, _ = create_api_key(conn, "revoked", all_cities=True)
+            revoke_api_key(conn, dead.id)
+        provision_key(fresh.dsn, expires_at=datetime.now(UTC) - timedelta(seconds=1))
+        assert refused().returncode == 2
+
+        # Public mode is the explicit way to serve without keys (never vehicles by default).
+        with api_process({**env, "NAKHON_API_PUBLIC": "true"}) as url:
+            assert get(url, "/v1/cities", None).status_code == 200
+            assert get(url, "/v1/vehicles/latest", None, city="bangkok").status_code == 403
+
+        key = provision_key(fresh.dsn)
+        with api_process(env) as url:
             assert get(url, "/readyz", None).status_code == 200
-            assert get(url, "/v1/cities", "nk_abcdefgh_" + "a" * 43).status_code == 401
-            key = provision_key(fresh.dsn)
-            time.sleep(0.3)
-            assert get(url, "/v1/cities", None).status_code == 401
             assert get(url, "/v1/cities", key).status_code == 200
+            assert get(url, "/v1/cities", None).status_code == 401
+
+    unreachable = "postgresql://nakhon_reader:x@127.0.0.1:1/nakhon"
+    down = subprocess.run(
+        cmd,
+        env={**env, "NAKHON_DB_API_DSN": unreachable, "NAKHON_API_STARTUP_WAIT_S": "1"},
+        capture_output=True, text=True, timeout=30,
+    )  # fmt: skip
+    assert down.returncode == 3 and "did not answer" in down.stderr, down.stderr
 
 
 def test_slow_requests_leave_room_for_a_cheap_one(
