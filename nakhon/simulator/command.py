@@ -296,6 +296,8 @@ def _summary(
         "  (e.g. /v1/cities, /v1/aqi?city=chiang_mai)\n"
         "  API key            /v1 needs header X-API-Key: make up keeps an all-cities key as\n"
         "                     NAKHON_API_LOCAL_KEY in .nakhon/secrets/local.env\n"
+        "  try it             curl -sH \"X-API-Key: $(sed -n 's/^NAKHON_API_LOCAL_KEY=//p'"
+        ' .nakhon/secrets/local.env)" http://127.0.0.1:8080/v1/cities\n'
         "  gateway metrics    http://127.0.0.1:9101/metrics\n"
         "  processor metrics  http://127.0.0.1:9102/metrics\n"
         "  dead letters       Kafka topic nakhon.deadletter (reason and detail in the headers)\n"
