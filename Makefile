@@ -36,13 +36,13 @@ integration: up ## Only the integration tests (through the real stack)
 	@$(PY) -m pytest -m integration
 
 lint: $(VENV)/.installed ## ruff (lint + format check) and mypy --strict
-	@$(VENV)/bin/ruff check nakhon tests
-	@$(VENV)/bin/ruff format --check nakhon tests
+	@$(VENV)/bin/ruff check nakhon tools tests
+	@$(VENV)/bin/ruff format --check nakhon tools tests
 	@$(VENV)/bin/mypy
 
 format: $(VENV)/.installed ## Apply ruff's fixes and formatting
-	@$(VENV)/bin/ruff check --fix nakhon tests
-	@$(VENV)/bin/ruff format nakhon tests
+	@$(VENV)/bin/ruff check --fix nakhon tools tests
+	@$(VENV)/bin/ruff format nakhon tools tests
 
 demo: up ## Start everything, simulate a city fleet for a minute, show what landed
 	@$(STACK) status
@@ -53,7 +53,7 @@ simulate: up ## Run the simulated fleet until Ctrl-C
 	@$(VENV)/bin/nakhon simulate --duration 0
 
 bench: up ## Measure end-to-end readings/s and latency against the raw ceilings
-	@$(VENV)/bin/nakhon bench --json bench-results/bench.json
+	@$(PY) -m tools.bench --json bench-results/bench.json
 
 compose-env: ## Write .env with generated secrets for docker compose (once)
 	@deploy/compose/env.sh

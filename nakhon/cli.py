@@ -23,7 +23,6 @@ COMMANDS = [
     "nakhon.storage.cities_command",
     "nakhon.identity.command",
     "nakhon.simulator.command",
-    "nakhon.bench.command",
     "nakhon.storage.maintenance",
     "nakhon.api.command",
     "nakhon.api.keys_command",

@@ -1,4 +1,4 @@
-"""Test helpers on top of :mod:`nakhon.sandbox`: an MQTT publisher, row counts."""
+"""Test helpers on top of :mod:`tools.sandbox`: an MQTT publisher, row counts."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ from paho.mqtt.enums import CallbackAPIVersion
 
 from nakhon.config import load_settings
 from nakhon.identity.provision import Credentials
-from nakhon.sandbox import PipelineNamespace, wait_until
+from tools.sandbox import PipelineNamespace, wait_until
 
 __all__ = ["PipelineNamespace", "Publisher", "count_rows", "owner_dsn", "senml", "wait_until"]
 

@@ -18,7 +18,6 @@ from psycopg import sql
 
 from nakhon.config import load_settings
 from nakhon.records import Reading
-from nakhon.sandbox import PipelineNamespace, wait_until
 from nakhon.storage.migrate import (
     SchemaNotReady,
     check_schema,
@@ -28,6 +27,7 @@ from nakhon.storage.migrate import (
 )
 from nakhon.storage.writer import ReadingWriter
 from tests.integration.conftest import Stack
+from tools.sandbox import PipelineNamespace, wait_until
 
 #: Statements the reader must never get through (grants, not a session setting).
 READER_DENIED = [

@@ -29,7 +29,6 @@ from paho.mqtt.enums import CallbackAPIVersion
 from paho.mqtt.reasoncodes import ReasonCode
 
 from nakhon.mqtt_connection import MqttEndpoint
-from nakhon.sandbox import KAFKA, LOCAL_CA, MQTT_TLS_PORT, MQTT_X509_PORT
 from tests.integration.conftest import REPO, Stack
 from tests.integration.pipeline_harness import (
     PipelineNamespace,
@@ -39,6 +38,7 @@ from tests.integration.pipeline_harness import (
     senml,
     wait_until,
 )
+from tools.sandbox import KAFKA, LOCAL_CA, MQTT_TLS_PORT, MQTT_X509_PORT
 
 NOT_AUTHORIZED = 135
 CITY = "khon_kaen"

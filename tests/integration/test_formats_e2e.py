@@ -20,9 +20,9 @@ import cbor2
 import psycopg
 import pytest
 
-from nakhon.sandbox import LORAWAN_CITY
 from tests.integration.conftest import Stack
 from tests.integration.pipeline_harness import PipelineNamespace, Publisher, owner_dsn, wait_until
+from tools.sandbox import LORAWAN_CITY
 
 #: Whole seconds, an hour ago: the base time of every payload.
 T0 = datetime.now(UTC).replace(microsecond=0) - timedelta(hours=1)

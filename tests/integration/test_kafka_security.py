@@ -22,7 +22,6 @@ from pydantic import SecretStr
 
 from nakhon.config import KafkaSettings, load_settings
 from nakhon.kafka_client import kafka_client_options, kafka_producer_options
-from nakhon.sandbox import LOCAL_CA
 from tests.integration.conftest import Stack
 from tests.integration.pipeline_harness import (
     PipelineNamespace,
@@ -31,6 +30,7 @@ from tests.integration.pipeline_harness import (
     senml,
     wait_until,
 )
+from tools.sandbox import LOCAL_CA
 
 SCRAM_TLS = "127.0.0.1:9095"
 

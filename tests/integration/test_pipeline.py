@@ -16,7 +16,6 @@ import psycopg
 import pytest
 
 from nakhon.config import load_settings
-from nakhon.sandbox import Service
 from tests.integration.conftest import REPO, Stack
 from tests.integration.pipeline_harness import (
     PipelineNamespace,
@@ -26,6 +25,7 @@ from tests.integration.pipeline_harness import (
     senml,
     wait_until,
 )
+from tools.sandbox import Service
 
 
 @pytest.fixture

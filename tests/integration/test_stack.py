@@ -15,8 +15,8 @@ from paho.mqtt.reasoncodes import ReasonCode
 
 from nakhon.identity import provision
 from nakhon.identity.roles import bridge_identity, gateway_identity
-from nakhon.sandbox import broker_admin
 from tests.integration.conftest import REPO, STACK_SCRIPT, Stack
+from tools.sandbox import broker_admin
 
 
 def test_mqtt_qos1_round_trip_between_a_bridge_and_a_gateway(stack: Stack) -> None:

@@ -8,7 +8,7 @@ from pydantic import SecretStr
 
 from nakhon.config import KafkaSettings
 from nakhon.identity.provision import Credentials
-from nakhon.sandbox import KAFKA, PipelineNamespace
+from tools.sandbox import KAFKA, PipelineNamespace
 
 
 def _namespace(kafka: KafkaSettings | None = None) -> PipelineNamespace:

@@ -1,11 +1,14 @@
-"""``nakhon bench``: the pipeline's throughput and latency, and the machine's ceilings."""
+"""``make bench``: the pipeline's throughput and latency, and the machine's ceilings.
+
+Run as ``python -m tools.bench`` from the checkout (``make bench`` does): the
+benchmark is a harness, not part of the installed product.
+"""
 
 from __future__ import annotations
 
 import argparse
 import asyncio
 import dataclasses
-import importlib
 import json
 import logging
 import os
@@ -17,26 +20,26 @@ from typing import Any
 
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 
-from nakhon.bench.ceilings import (
+from nakhon.cli import configure_logging
+from nakhon.config import Settings, load_settings
+from nakhon.kafka_client import kafka_client_options
+from tools.bench.api_latency import measure_api_latency
+from tools.bench.ceilings import (
     copy_ceiling,
     kafka_produce_ceiling,
     mosquitto_c_ceiling,
     mosquitto_ceiling,
 )
-from nakhon.bench.end_to_end import cleanup, run_phase
-from nakhon.bench.mqtt_logins import Broker, open_broker
-from nakhon.cli import configure_logging
-from nakhon.config import Settings, load_settings
-from nakhon.kafka_client import kafka_client_options
-from nakhon.sandbox import LOCAL_CA, MQTT_TLS_PORT, PipelineNamespace, http_ok
+from tools.bench.end_to_end import cleanup, run_phase
+from tools.bench.mqtt_logins import Broker, open_broker
+from tools.sandbox import LOCAL_CA, MQTT_TLS_PORT, PipelineNamespace, http_ok
 
-log = logging.getLogger("nakhon.bench")
+log = logging.getLogger("tools.bench")
 
 
-def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
-    p = sub.add_parser(
-        "bench",
-        help="measure end-to-end readings/s and publish-to-row latency against raw ceilings",
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="python -m tools.bench",
         description=(
             "Run a gateway and a processor of its own against the local stack, publish SenML "
             "packs of 5 readings flat out (throughput) and then at a fixed rate (latency), and "
@@ -52,7 +55,11 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p.add_argument(
         "--json", type=Path, default=Path("bench-results/bench.json"), help="where to write JSON"
     )
-    p.set_defaults(func=run_bench)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    return run_bench(build_parser().parse_args(argv))
 
 
 def run_bench(args: argparse.Namespace) -> int:
@@ -154,18 +161,14 @@ async def _bench(args: argparse.Namespace, settings: Settings) -> dict[str, Any]
 async def _api_latency(settings: Settings) -> dict[str, float] | None:
     """The API's series latency, when the API is part of this build and running."""
     base = f"http://127.0.0.1:{settings.api.port}"
-    try:
-        module = importlib.import_module("nakhon.api.latency_bench")
-    except ModuleNotFoundError:
-        module = None
-    if module is None or not await asyncio.to_thread(http_ok, f"{base}/healthz"):
+    if not await asyncio.to_thread(http_ok, f"{base}/healthz"):
         print("  (API not running: its latency is not measured)", file=sys.stderr)
         return None
     _step("API: 24 h, 5-minute buckets, one sensor and a whole city")
     key = settings.api.local_key.get_secret_value() if settings.api.local_key else None
     # Seeding the bench city writes: the owner's DSN.
     owner = settings.db.dsn.get_secret_value()
-    result: dict[str, float] = await module.measure_api_latency(base, dsn=owner, api_key=key)
+    result: dict[str, float] = await measure_api_latency(base, dsn=owner, api_key=key)
     return result
 
 

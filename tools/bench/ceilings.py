@@ -21,12 +21,12 @@ import psycopg
 from aiokafka import AIOKafkaProducer
 from paho.mqtt.enums import CallbackAPIVersion
 
-from nakhon.bench.mqtt_logins import Broker, c_client_env
 from nakhon.config import KafkaSettings
 from nakhon.identity.provision import Credentials
 from nakhon.kafka_client import kafka_producer_options
 from nakhon.records import Reading
 from nakhon.storage.writer import ReadingWriter
+from tools.bench.mqtt_logins import Broker, c_client_env
 
 #: A registered city (migrations seed it): readings of unregistered cities are refused.
 BENCH_CITY = "khon_kaen"

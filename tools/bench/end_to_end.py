@@ -1,6 +1,6 @@
 """End-to-end: MQTT publish -> gateway -> Kafka -> processor -> row, measured.
 
-Runs its own gateway and processor (:mod:`nakhon.sandbox`), so it measures
+Runs its own gateway and processor (:mod:`tools.sandbox`), so it measures
 Nakhon and not whatever else ``make up`` left running. Every reading carries
 its publish time as its own time (µs); the processor publishes a reading to
 ``<ns>.readings`` right after the database commit that stored it, so a
@@ -30,11 +30,11 @@ import psycopg
 from aiokafka import AIOKafkaConsumer
 from paho.mqtt.enums import CallbackAPIVersion
 
-from nakhon.bench.ceilings import BENCH_CITY
-from nakhon.bench.mqtt_logins import Broker, c_client_env
-from nakhon.bench.stats import percentile
 from nakhon.kafka_client import kafka_client_options
-from nakhon.sandbox import LOCAL_CA, MQTT_TLS_PORT, PipelineNamespace
+from tools.bench.ceilings import BENCH_CITY
+from tools.bench.mqtt_logins import Broker, c_client_env
+from tools.bench.stats import percentile
+from tools.sandbox import LOCAL_CA, MQTT_TLS_PORT, PipelineNamespace
 
 READINGS_PER_MESSAGE = 5
 _METRICS = ("pm2_5", "pm10", "temperature", "humidity", "noise_laeq")

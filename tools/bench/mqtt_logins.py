@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from nakhon.identity.provision import Credentials
-from nakhon.sandbox import free_port, wait_until
+from tools.sandbox import free_port, wait_until
 
 MOSQUITTO = "/usr/sbin/mosquitto"
 

@@ -1,1 +1,0 @@
-"""``nakhon bench``: end-to-end throughput and latency, beside the machine's raw ceilings."""
