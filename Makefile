@@ -39,6 +39,7 @@ lint: $(VENV)/.installed ## ruff (lint + format check) and mypy --strict
 	@$(VENV)/bin/ruff check nakhon tools tests
 	@$(VENV)/bin/ruff format --check nakhon tools tests
 	@$(VENV)/bin/mypy
+	@$(VENV)/bin/lint-imports --no-cache
 
 format: $(VENV)/.installed ## Apply ruff's fixes and formatting
 	@$(VENV)/bin/ruff check --fix nakhon tools tests

@@ -17,7 +17,7 @@ import psycopg
 from psycopg.rows import dict_row
 
 from nakhon.api.keys import SCOPES, NewKey, StoredKey, key_matches, new_key, parse_key_id
-from nakhon.identity.env_file import read_env_file, update_env_file
+from nakhon.env_file import read_env_file, update_env_file
 
 _COLUMNS = (
     "id, name, key_hash, all_cities, cities, scopes, created_at, expires_at,"

@@ -15,7 +15,7 @@ import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
-from nakhon.identifiers import is_sensor_id
+from nakhon.domain.identifiers import is_sensor_id
 
 OPENSSL = "/usr/bin/openssl"
 

@@ -21,10 +21,10 @@ from pydantic import ValidationError
 
 from nakhon.cli import configure_logging
 from nakhon.config import DEFAULT_TOPIC_FILTERS, Settings, load_settings
+from nakhon.env_file import read_env_file, update_env_file
 from nakhon.identity import provision
 from nakhon.identity.certificates import CertificateError, issue_device_certificate
 from nakhon.identity.dynsec import DynsecAdmin, DynsecError, write_initial_config
-from nakhon.identity.env_file import read_env_file, update_env_file
 from nakhon.identity.provision import Credentials, ProvisionError
 from nakhon.identity.roles import (
     Identity,

@@ -26,7 +26,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
 
-from nakhon.identifiers import is_city_id, is_sensor_id
+from nakhon.domain.identifiers import is_city_id, is_sensor_id
 
 AclType = Literal[
     "publishClientSend", "publishClientReceive", "subscribePattern", "unsubscribePattern"

@@ -28,10 +28,10 @@ from aiokafka import AIOKafkaProducer
 from aiokafka.errors import KafkaError, MessageSizeTooLargeError
 
 from nakhon.config import GatewaySettings, KafkaSettings, MqttSettings
+from nakhon.domain.raw_record import MqttMessage, raw_headers
 from nakhon.ingest.ack_queue import AckQueue, AckSlot
 from nakhon.ingest.metrics import GatewayMetrics
 from nakhon.ingest.mqtt_source import MqttSource
-from nakhon.ingest.raw_record import MqttMessage, raw_headers
 from nakhon.kafka_client import kafka_producer_options
 
 log = logging.getLogger(__name__)

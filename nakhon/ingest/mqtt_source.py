@@ -24,7 +24,7 @@ from paho.mqtt.reasoncodes import ReasonCode
 from paho.mqtt.subscribeoptions import SubscribeOptions
 
 from nakhon.config import MqttSettings
-from nakhon.ingest.raw_record import MqttMessage
+from nakhon.domain.raw_record import MqttMessage
 from nakhon.mqtt_connection import MqttEndpoint
 
 log = logging.getLogger(__name__)

@@ -26,9 +26,9 @@ from __future__ import annotations
 import dataclasses
 from collections.abc import Iterable, Mapping
 
+from nakhon.domain.records import Rejection, Stage
 from nakhon.processors.codecs.base import TopicContext
 from nakhon.processors.normalize import Normalized
-from nakhon.records import Rejection, Stage
 
 #: Reason codes this step gives (stage ``enrich``).
 REASONS = frozenset({"unknown_sensor", "unknown_city", "city_mismatch"})

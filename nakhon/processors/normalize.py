@@ -1,9 +1,9 @@
 """The one normalization step every codec's output goes through.
 
 A codec says what a payload holds in the device's own words
-(:class:`~nakhon.records.Observation`, :class:`~nakhon.records.PositionFix`);
+(:class:`~nakhon.domain.records.Observation`, :class:`~nakhon.domain.records.PositionFix`);
 :func:`normalize` turns that into canonical readings and validated positions,
-or into a :class:`~nakhon.records.Rejection` per bad value. One bad value never
+or into a :class:`~nakhon.domain.records.Rejection` per bad value. One bad value never
 costs the good values of the same payload.
 
 "Now" is the time the gateway received the message (``ctx.received_at``), not
@@ -20,14 +20,13 @@ Rejection reasons (stable codes, :data:`REASONS`): ``invalid_sensor_id``,
 from __future__ import annotations
 
 import math
-import re
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 
 from nakhon.config import ProcessorSettings
-from nakhon.processors.catalogue import METRICS, lookup_metric, unknown_metric_name
-from nakhon.processors.codecs.base import TopicContext
-from nakhon.records import (
+from nakhon.domain.catalogue import METRICS, lookup_metric, unknown_metric_name
+from nakhon.domain.identifiers import valid_sensor_id
+from nakhon.domain.records import (
     Decoded,
     Observation,
     Position,
@@ -36,6 +35,7 @@ from nakhon.records import (
     Rejection,
     Stage,
 )
+from nakhon.processors.codecs.base import TopicContext
 
 REASONS = frozenset(
     {
@@ -51,7 +51,6 @@ REASONS = frozenset(
     }
 )
 
-_SENSOR_ID = re.compile(r"[a-z0-9_-]{1,64}")
 _VEHICLE_SPEED = METRICS["vehicle_speed"]
 
 
@@ -97,12 +96,6 @@ def clock_offset_s(received_at: datetime, observed_at: datetime) -> float:
     negative value means the sensor's clock is ahead. Both must be aware.
     """
     return (received_at - observed_at).total_seconds()
-
-
-def valid_sensor_id(sensor_id: str) -> str | None:
-    """The lower-cased id if it is 1–64 of ``[a-z0-9_-]`` (DESIGN.md), else None."""
-    lowered = sensor_id.lower()
-    return lowered if _SENSOR_ID.fullmatch(lowered) else None
 
 
 class _Judge:

@@ -30,9 +30,9 @@ from dataclasses import dataclass
 
 import orjson
 
-from nakhon.ingest.raw_record import epoch_us
+from nakhon.domain.raw_record import epoch_us
+from nakhon.domain.records import Reading, Rejection
 from nakhon.processors.pipeline import DeadLetter
-from nakhon.records import Reading, Rejection
 
 READINGS_SCHEMA_VERSION = b"1"
 #: ~80 bytes of JSON each: a record of readings stays far below Kafka's 1 MiB.

@@ -12,11 +12,11 @@ import logging
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
+from nakhon.domain.records import Position, RawRecord, Reading, Rejection, Stage
 from nakhon.processors.codecs.base import DecodeError
 from nakhon.processors.enrich import SensorDirectory, enrich
 from nakhon.processors.normalize import Normalized, NormalizePolicy, normalize
 from nakhon.processors.routing import RouteError, Router
-from nakhon.records import Position, RawRecord, Reading, Rejection, Stage
 
 log = logging.getLogger(__name__)
 

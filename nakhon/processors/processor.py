@@ -26,7 +26,6 @@ import logging
 import math
 import time
 from collections.abc import Awaitable, Callable, Sequence
-from datetime import UTC, datetime
 
 import psycopg
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRecord, TopicPartition
@@ -38,11 +37,8 @@ from aiokafka.errors import (
 )
 
 from nakhon.config import KafkaSettings, ProcessorSettings
-from nakhon.ingest.raw_record import (
-    parse_headers,
-    received_at_from_header,
-    received_at_from_kafka_ms,
-)
+from nakhon.domain.raw_record import decode_raw_record
+from nakhon.domain.records import Rejection, Stage
 from nakhon.kafka_client import kafka_client_options, kafka_producer_options
 from nakhon.processors.metrics import ProcessorMetrics
 from nakhon.processors.outputs import (
@@ -52,7 +48,6 @@ from nakhon.processors.outputs import (
     readings_records,
 )
 from nakhon.processors.pipeline import BatchOutcome, DeadLetter, Pipeline, RecordOutcome
-from nakhon.records import RawRecord, Rejection, Stage
 from nakhon.storage.errors import classify, is_transient
 from nakhon.storage.writer import ReadingWriter
 
@@ -70,26 +65,6 @@ _Outgoing = tuple[str, OutRecord, DeadLetter | None]
 
 class ShuttingDown(Exception):
     """Raised inside a batch when a shutdown interrupts a retry: nothing is committed."""
-
-
-def raw_record(msg: ConsumerRecord[bytes, bytes]) -> RawRecord:
-    """A ``nakhon.raw`` Kafka record as the pipeline's :class:`RawRecord`."""
-    headers = parse_headers(msg.headers or ())
-    topic = headers.get("mqtt_topic") or (msg.key or b"").decode("utf-8", "replace")
-    received_at = (
-        received_at_from_header(headers.get("received_at", ""))
-        or received_at_from_kafka_ms(msg.timestamp)
-        or datetime.now(UTC)  # neither is a time: only a hostile writer does that
-    )
-    return RawRecord(
-        mqtt_topic=topic,
-        payload=msg.value or b"",
-        received_at=received_at,
-        gateway=headers.get("gateway", ""),
-        content_type=headers.get("content_type"),
-        partition=msg.partition,
-        offset=msg.offset,
-    )
 
 
 class Processor:
@@ -249,7 +224,7 @@ class Processor:
                 await self.refresh_registry()
             except psycopg.Error as exc:
                 log.warning("sensor registry not reloaded (%s); using the last snapshot", exc)
-        records = [raw_record(m) for msgs in batch.values() for m in msgs]
+        records = [decode_raw_record(m) for msgs in batch.values() for m in msgs]
         self._metrics.records_consumed.inc(len(records))
         self._metrics.batch_records.observe(len(records))
         outcome = self._pipeline.process_batch(records)

@@ -22,12 +22,12 @@ from paho.mqtt.reasoncodes import ReasonCode
 
 from nakhon.cli import configure_logging
 from nakhon.config import MissingDsnError, Settings, load_settings
+from nakhon.domain.aqi import Concentrations, thai_aqi
 from nakhon.identity import provision
 from nakhon.identity.dynsec import DynsecAdmin, DynsecError
 from nakhon.identity.provision import Credentials, ProvisionError
 from nakhon.identity.roles import bridge_identity
 from nakhon.mqtt_connection import MqttEndpoint
-from nakhon.processors.aqi import Concentrations, thai_aqi
 from nakhon.simulator.fleet import SimSensor, build_fleet, faulty_payload, payload, utcnow
 
 log = logging.getLogger("nakhon.simulate")

@@ -35,7 +35,7 @@ from typing import Any, Literal
 import psycopg
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-from nakhon.identifiers import is_city_id
+from nakhon.domain.identifiers import is_city_id
 from nakhon.storage.sensor_registry import RowError
 
 CityFormat = Literal["csv", "json"]

@@ -17,7 +17,7 @@ from pathlib import Path
 import psycopg
 from psycopg import sql
 
-from nakhon.identity.env_file import read_env_file, update_env_file
+from nakhon.env_file import read_env_file, update_env_file
 from nakhon.storage.roles import Endpoint, env_values, init_roles_sql, role_passwords
 
 

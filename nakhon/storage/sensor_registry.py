@@ -53,7 +53,7 @@ from pydantic import (
     model_validator,
 )
 
-from nakhon.processors.normalize import valid_sensor_id
+from nakhon.domain.identifiers import valid_sensor_id
 
 RegistryFormat = Literal["csv", "geojson"]
 

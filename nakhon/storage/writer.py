@@ -21,7 +21,7 @@ from dataclasses import dataclass
 
 import psycopg
 
-from nakhon.records import Position, Reading
+from nakhon.domain.records import Position, Reading
 
 log = logging.getLogger(__name__)
 

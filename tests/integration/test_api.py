@@ -26,7 +26,7 @@ from nakhon.api.app import create_app
 from nakhon.api.key_store import create_api_key
 from nakhon.api.keys import SCOPES
 from nakhon.config import ApiSettings, DbSettings, Settings
-from nakhon.processors.aqi import Concentrations, thai_aqi, us_aqi
+from nakhon.domain.aqi import Concentrations, thai_aqi, us_aqi
 from nakhon.storage.migrate import migrate, timescaledb_edition
 from nakhon.storage.rollups import ApacheRollupRefresher
 from tests.integration.conftest import Stack

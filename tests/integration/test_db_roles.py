@@ -17,7 +17,7 @@ import pytest
 from psycopg import sql
 
 from nakhon.config import load_settings
-from nakhon.records import Reading
+from nakhon.domain.records import Reading
 from nakhon.storage.migrate import (
     SchemaNotReady,
     check_schema,

@@ -5,7 +5,7 @@
 - Every SQL query (panels and template variables), with Grafana's macros and
   the template variables expanded the way Grafana does, runs against the real
   TimescaleDB holding test data of a city of its own, and returns rows; the
-  AQI a panel computes in SQL is the one ``nakhon.processors.aqi`` computes.
+  AQI a panel computes in SQL is the one ``nakhon.domain.aqi`` computes.
 - Every metric a Prometheus panel or alert rule names is exposed by the
   services' metrics objects (rendered from a fresh registry, as /metrics does).
 
@@ -33,9 +33,9 @@ from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.metrics import MetricWrapperBase
 
 from nakhon.api.metrics import ApiMetrics
+from nakhon.domain.aqi import Concentrations, thai_aqi
+from nakhon.domain.catalogue import METRICS
 from nakhon.ingest.metrics import GatewayMetrics
-from nakhon.processors.aqi import Concentrations, thai_aqi
-from nakhon.processors.catalogue import METRICS
 from nakhon.processors.metrics import ProcessorMetrics
 from tests.integration.conftest import REPO, Stack
 

@@ -8,7 +8,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from nakhon.processors.aqi import (
+from nakhon.domain.aqi import (
     TH_TABLES,
     US_O3_1H,
     US_TABLES,

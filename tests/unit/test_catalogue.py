@@ -8,7 +8,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from nakhon.processors.catalogue import (
+from nakhon.domain.catalogue import (
     METRICS,
     Linear,
     lookup_metric,

@@ -13,7 +13,7 @@ from pydantic import SecretStr
 
 from nakhon.cli import main
 from nakhon.config import DbSettings, MissingDsnError, Settings
-from nakhon.identity.env_file import read_env_file
+from nakhon.env_file import read_env_file
 from nakhon.storage.roles import (
     Endpoint,
     env_values,

@@ -5,12 +5,12 @@ from __future__ import annotations
 from datetime import UTC, datetime
 
 from nakhon.config import DEFAULT_ROUTES
+from nakhon.domain.records import Position, RawRecord, Reading
 from nakhon.processors.codecs.base import TopicContext
 from nakhon.processors.enrich import REASONS, SensorDirectory, enrich
 from nakhon.processors.normalize import Normalized, NormalizePolicy
 from nakhon.processors.pipeline import Pipeline
 from nakhon.processors.routing import Router
-from nakhon.records import Position, RawRecord, Reading
 
 NOW = datetime(2026, 11, 27, 8, 0, tzinfo=UTC)
 LORAWAN = TopicContext("v3/app/devices/dev-1/up", "lorawan", None, NOW, city_from_topic=False)

@@ -17,9 +17,9 @@ from aiokafka.errors import MessageSizeTooLargeError
 from prometheus_client import CollectorRegistry
 
 from nakhon.config import GatewaySettings, KafkaSettings, MqttSettings
+from nakhon.domain.raw_record import MqttMessage
 from nakhon.ingest.gateway import Gateway
 from nakhon.ingest.metrics import GatewayMetrics
-from nakhon.ingest.raw_record import MqttMessage
 
 CONNECTION = 1
 

@@ -9,8 +9,8 @@ from pathlib import Path
 
 import pytest
 
+from nakhon.env_file import read_env_file, update_env_file
 from nakhon.identity.dynsec import create_commands, initial_config, write_initial_config
-from nakhon.identity.env_file import read_env_file, update_env_file
 from nakhon.identity.roles import (
     DEFAULT_ACL_ACCESS,
     IdentityError,

@@ -8,15 +8,15 @@ from datetime import UTC, datetime, timedelta, timezone
 import pytest
 
 from nakhon.config import ProcessorSettings
+from nakhon.domain.identifiers import valid_sensor_id
+from nakhon.domain.records import Decoded, Observation, PositionFix, Rejection, Stage
 from nakhon.processors.codecs.base import TopicContext
 from nakhon.processors.normalize import (
     REASONS,
     NormalizePolicy,
     clock_offset_s,
     normalize,
-    valid_sensor_id,
 )
-from nakhon.records import Decoded, Observation, PositionFix, Rejection, Stage
 
 NOW = datetime(2024, 3, 1, 1, 0, tzinfo=UTC)
 CTX = TopicContext("city/bangkok/aq-1/json", "bangkok", "aq-1", NOW)

@@ -9,6 +9,7 @@ import psycopg
 import pytest
 from aiokafka.record.default_records import DefaultRecordBatchBuilder
 
+from nakhon.domain.records import RawRecord, Reading, Rejection, Stage
 from nakhon.processors.outputs import (
     MAX_DEAD_LETTER_BYTES,
     MAX_DEAD_LETTER_PAYLOAD,
@@ -18,7 +19,6 @@ from nakhon.processors.outputs import (
     readings_records,
 )
 from nakhon.processors.pipeline import DeadLetter
-from nakhon.records import RawRecord, Reading, Rejection, Stage
 from nakhon.storage.errors import classify, is_transient
 
 NOW = datetime(2026, 11, 27, 8, 0, 0, 123456, tzinfo=UTC)

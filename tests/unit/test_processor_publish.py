@@ -20,6 +20,7 @@ from aiokafka.errors import KafkaConnectionError, MessageSizeTooLargeError
 from prometheus_client import CollectorRegistry
 
 from nakhon.config import DEFAULT_ROUTES, KafkaSettings, ProcessorSettings
+from nakhon.domain.records import RawRecord, Reading, Rejection, Stage
 from nakhon.processors import processor as processor_module
 from nakhon.processors.metrics import ProcessorMetrics
 from nakhon.processors.normalize import NormalizePolicy
@@ -27,7 +28,6 @@ from nakhon.processors.outputs import MAX_DEAD_LETTER_BYTES, OutRecord
 from nakhon.processors.pipeline import BatchOutcome, Pipeline, RecordOutcome
 from nakhon.processors.processor import Processor
 from nakhon.processors.routing import Router
-from nakhon.records import RawRecord, Reading, Rejection, Stage
 from nakhon.storage.writer import ReadingWriter
 
 NOW = datetime(2026, 11, 27, 8, 0, tzinfo=UTC)

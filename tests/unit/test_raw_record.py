@@ -8,8 +8,11 @@ from datetime import UTC, datetime
 import pytest
 from aiokafka import ConsumerRecord
 
-from nakhon.ingest.raw_record import received_at_from_header, received_at_from_kafka_ms
-from nakhon.processors.processor import raw_record
+from nakhon.domain.raw_record import (
+    decode_raw_record,
+    received_at_from_header,
+    received_at_from_kafka_ms,
+)
 
 RECEIVED = datetime(2026, 11, 27, 8, 0, 0, 123456, tzinfo=UTC)
 KAFKA_MS = 1795766405000  # 2026-11-27T08:00:05Z
@@ -68,7 +71,7 @@ def test_a_kafka_timestamp_is_parsed_or_refused_never_raising(
 
 
 def test_a_raw_record_keeps_its_received_at() -> None:
-    record = raw_record(
+    record = decode_raw_record(
         consumer_record(
             [("mqtt_topic", b"city/rayong/aq-1/json"), ("received_at", b"1795766400123456")]
         )
@@ -84,12 +87,12 @@ def test_a_raw_record_keeps_its_received_at() -> None:
 def test_a_hostile_received_at_falls_back_to_the_kafka_timestamp(header: bytes | None) -> None:
     # A null header value is legal in Kafka: the header list is typed bytes only.
     headers: list[tuple[str, bytes]] = [("received_at", header)]  # type: ignore[list-item]
-    record = raw_record(consumer_record(headers))
+    record = decode_raw_record(consumer_record(headers))
     assert record.received_at == KAFKA_TIME
     assert record.mqtt_topic == "city/rayong/aq-1/json"  # from the key
 
 
 def test_a_record_with_no_time_at_all_is_taken_as_received_now() -> None:
     before = datetime.now(UTC)
-    record = raw_record(consumer_record([("received_at", b"99999999999999999999")], -1))
+    record = decode_raw_record(consumer_record([("received_at", b"99999999999999999999")], -1))
     assert before <= record.received_at <= datetime.now(UTC)

@@ -6,11 +6,11 @@ import random
 from datetime import UTC, datetime, timedelta
 
 from nakhon.config import DEFAULT_ROUTES
+from nakhon.domain.records import RawRecord
 from nakhon.processors.enrich import SensorDirectory
 from nakhon.processors.normalize import NormalizePolicy
 from nakhon.processors.pipeline import Pipeline
 from nakhon.processors.routing import Router
-from nakhon.records import RawRecord
 from nakhon.simulator.command import READINGS_PER_MESSAGE
 from nakhon.simulator.fleet import CITIES, build_fleet, faulty_payload, payload
 

@@ -22,9 +22,9 @@ from aiokafka import AIOKafkaProducer
 from paho.mqtt.enums import CallbackAPIVersion
 
 from nakhon.config import KafkaSettings
+from nakhon.domain.records import Reading
 from nakhon.identity.provision import Credentials
 from nakhon.kafka_client import kafka_producer_options
-from nakhon.records import Reading
 from nakhon.storage.writer import ReadingWriter
 from tools.bench.mqtt_logins import Broker, c_client_env
 

@@ -2,7 +2,7 @@
 
 Averages come from ``readings_1m`` (real time on both editions): 24 h for
 PM2.5 and PM10, 8 h for O3 and CO, 1 h for NO2, SO2 and O3 (US 1-hour O3),
-each ending at ``at``. The index itself is :mod:`nakhon.processors.aqi`.
+each ending at ``at``. The index itself is :mod:`nakhon.domain.aqi`.
 A station is every sensor of the city that reported one of these
 pollutants within the last 24 hours. No data-completeness rule is applied
 (PCD and EPA ask for e.g. 75 % of hours); the averages are over what exists.
@@ -16,7 +16,7 @@ from typing import Any
 from psycopg.rows import dict_row
 
 from nakhon.api.database import Conn
-from nakhon.processors.aqi import Concentrations
+from nakhon.domain.aqi import Concentrations
 
 _AVERAGES = """
 WITH m AS (

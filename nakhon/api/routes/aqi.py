@@ -13,7 +13,7 @@ from nakhon.api.keys import Grant
 from nakhon.api.models import AqiResponse, AqiStation, ErrorBody
 from nakhon.api.params import ID_PATTERN, as_utc
 from nakhon.api.queries import aqi as q
-from nakhon.processors.aqi import thai_aqi, us_aqi
+from nakhon.domain.aqi import thai_aqi, us_aqi
 
 router = APIRouter(tags=["air quality"], responses={400: {"model": ErrorBody}})
 

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Protocol
 
-from nakhon.records import Decoded
+from nakhon.domain.records import Decoded
 
 
 @dataclass(frozen=True, slots=True)

@@ -20,6 +20,7 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
+from nakhon.domain.records import Decoded
 from nakhon.processors.codecs.base import DecodeError, TopicContext
 from nakhon.processors.codecs.fields import (
     InvalidTime,
@@ -29,7 +30,6 @@ from nakhon.processors.codecs.fields import (
     parse_time,
 )
 from nakhon.processors.codecs.tts_v3 import validation_summary
-from nakhon.records import Decoded
 
 
 class _Model(BaseModel):

@@ -11,7 +11,7 @@ import math
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 
-from nakhon.records import Decoded, Observation, Rejection, Stage
+from nakhon.domain.records import Decoded, Observation, Rejection, Stage
 
 EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 

@@ -38,9 +38,9 @@ from datetime import datetime
 
 import orjson
 
+from nakhon.domain.records import Decoded, Observation, Rejection, Stage
 from nakhon.processors.codecs.base import DecodeError, TopicContext
 from nakhon.processors.codecs.fields import InvalidTime, as_number, parse_time
-from nakhon.records import Decoded, Observation, Rejection, Stage
 
 _AIR = ("pm1", "pm25", "pm10", "o3", "no2", "so2", "co", "co2", "CO", "NO2", "SO2", "O3", "CO2")
 _WEATHER = ("temperature", "relativeHumidity", "atmosphericPressure", "precipitation",

@@ -11,9 +11,9 @@ from __future__ import annotations
 
 import orjson
 
+from nakhon.domain.records import Decoded, PositionFix
 from nakhon.processors.codecs.base import DecodeError, TopicContext
 from nakhon.processors.codecs.fields import InvalidTime, as_number, parse_time
-from nakhon.records import Decoded, PositionFix
 
 
 class PositionCodec:

@@ -37,9 +37,9 @@ from datetime import datetime, timedelta
 
 import orjson
 
+from nakhon.domain.records import Decoded, Observation, Rejection, Stage
 from nakhon.processors.codecs.base import DecodeError, TopicContext
 from nakhon.processors.codecs.fields import InvalidTime, as_number, from_epoch
-from nakhon.records import Decoded, Observation, Rejection, Stage
 
 #: RFC 8428 §4.5.3: resolved times below 2**28 are relative to now.
 RELATIVE_TIME_LIMIT = 2**28

@@ -14,9 +14,9 @@ from collections.abc import Mapping
 
 import cbor2
 
+from nakhon.domain.records import Decoded
 from nakhon.processors.codecs.base import DecodeError, TopicContext
 from nakhon.processors.codecs.senml import resolve_pack
-from nakhon.records import Decoded
 
 #: RFC 8428 §6, Table 4.
 CBOR_LABELS: Mapping[int, str] = {

@@ -22,9 +22,9 @@ from datetime import datetime
 
 import orjson
 
+from nakhon.domain.records import Decoded
 from nakhon.processors.codecs.base import DecodeError, TopicContext
 from nakhon.processors.codecs.fields import InvalidTime, add_readings, parse_time
-from nakhon.records import Decoded
 
 _TIME_KEYS = ("ts", "time", "timestamp")
 _RESERVED = frozenset({*_TIME_KEYS, "unit", "units", "readings", "sensor_id"})

@@ -28,6 +28,7 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, ValidationError
 
+from nakhon.domain.records import Decoded
 from nakhon.processors.codecs.base import DecodeError, TopicContext
 from nakhon.processors.codecs.fields import (
     InvalidTime,
@@ -36,7 +37,6 @@ from nakhon.processors.codecs.fields import (
     flatten_readings,
     parse_time,
 )
-from nakhon.records import Decoded
 
 
 class _Model(BaseModel):

@@ -20,3 +20,9 @@ def is_sensor_id(value: str) -> bool:
 def is_city_id(value: str) -> bool:
     """True for 1–64 of ``[a-z0-9_]``, exactly as stored."""
     return CITY_ID.fullmatch(value) is not None
+
+
+def valid_sensor_id(sensor_id: str) -> str | None:
+    """The lower-cased id if it is 1–64 of ``[a-z0-9_-]``, else None (ids arrive in any case)."""
+    lowered = sensor_id.lower()
+    return lowered if SENSOR_ID.fullmatch(lowered) else None

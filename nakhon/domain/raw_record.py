@@ -1,16 +1,21 @@
-"""How an MQTT message becomes a record of ``nakhon.raw`` (DESIGN.md, "Kafka").
+"""The ``nakhon.raw`` record: how the gateway writes an MQTT message, how the processor reads it.
 
 Key: the MQTT topic. Value: the payload bytes, untouched. Headers:
 ``mqtt_topic``, ``received_at`` (UTC, integer microseconds since the epoch, as
-ASCII), ``gateway``, ``qos``, and ``content_type`` when MQTT 5 gave one.
-The processor reads the same headers back with :func:`parse_headers`.
+ASCII), ``gateway``, ``qos``, and ``content_type`` when MQTT 5 gave one
+(``docs/architecture.md``, "Kafka"). The gateway writes them with
+:func:`raw_headers`; the processor reads a record back with
+:func:`decode_raw_record`. Both sides import this module and nothing of each other.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
+from typing import Protocol
+
+from nakhon.domain.records import RawRecord
 
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 #: No gateway's clock is past this: the room left before the year 9999 keeps
@@ -78,3 +83,45 @@ def epoch_us(when: datetime) -> int:
 def parse_headers(headers: Iterable[tuple[str, bytes | None]]) -> dict[str, str]:
     """The headers of a raw record as text, never raising (bad bytes replaced, null as "")."""
     return {k: (v or b"").decode("utf-8", "replace") for k, v in headers}
+
+
+class KafkaRecord(Protocol):
+    """The fields of a consumed Kafka record the decoder reads (aiokafka's ``ConsumerRecord``)."""
+
+    @property
+    def key(self) -> bytes | None: ...
+    @property
+    def value(self) -> bytes | None: ...
+    @property
+    def headers(self) -> Sequence[tuple[str, bytes]]: ...
+    @property
+    def timestamp(self) -> int: ...
+    @property
+    def partition(self) -> int: ...
+    @property
+    def offset(self) -> int: ...
+
+
+def decode_raw_record(msg: KafkaRecord) -> RawRecord:
+    """A ``nakhon.raw`` Kafka record as the pipeline's :class:`RawRecord`, never raising.
+
+    The topic falls back to the record's key, ``received_at`` to the Kafka
+    timestamp and then to now: a record may come from anyone who can write to
+    the topic, and none of it may stop the processor.
+    """
+    headers = parse_headers(msg.headers or ())
+    topic = headers.get("mqtt_topic") or (msg.key or b"").decode("utf-8", "replace")
+    received_at = (
+        received_at_from_header(headers.get("received_at", ""))
+        or received_at_from_kafka_ms(msg.timestamp)
+        or datetime.now(UTC)  # neither is a time: only a hostile writer does that
+    )
+    return RawRecord(
+        mqtt_topic=topic,
+        payload=msg.value or b"",
+        received_at=received_at,
+        gateway=headers.get("gateway", ""),
+        content_type=headers.get("content_type"),
+        partition=msg.partition,
+        offset=msg.offset,
+    )
