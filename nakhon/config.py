@@ -16,6 +16,8 @@ from typing import Literal
 from pydantic import BaseModel, Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from nakhon.local_stack import LOCAL_STACK
+
 #: MQTT filters the gateway subscribes to: the device topics and the uplinks of
 #: The Things Stack v3 and ChirpStack v4 (DESIGN.md, "Wire contract").
 DEFAULT_TOPIC_FILTERS = ["city/#", "v3/+/devices/+/up", "application/+/device/+/event/up"]
@@ -42,7 +44,7 @@ LOCAL_ENV_FILE = Path(".nakhon/secrets/local.env")
 
 class MqttSettings(BaseModel):
     host: str = "127.0.0.1"
-    port: int = 1883
+    port: int = LOCAL_STACK.mqtt_port
     #: The gateway's own credentials (``nakhon gateways add``): no anonymous clients.
     username: str | None = None
     password: SecretStr | None = None
@@ -67,7 +69,7 @@ class MqttSettings(BaseModel):
 
 
 class KafkaSettings(BaseModel):
-    bootstrap_servers: str = "127.0.0.1:9092"
+    bootstrap_servers: str = LOCAL_STACK.kafka_bootstrap
     raw_topic: str = "nakhon.raw"
     readings_topic: str = "nakhon.readings"
     deadletter_topic: str = "nakhon.deadletter"
@@ -120,7 +122,7 @@ class DbSettings(BaseModel):
     DSN is unset refuses to start rather than quietly run as the owner.
     """
 
-    dsn: SecretStr = SecretStr("postgresql://nakhon_owner@127.0.0.1:5432/nakhon")
+    dsn: SecretStr = SecretStr(LOCAL_STACK.dsn("nakhon_owner"))
     processor_dsn: SecretStr | None = None
     maintain_dsn: SecretStr | None = None
     api_dsn: SecretStr | None = None
@@ -158,7 +160,7 @@ class GatewaySettings(BaseModel):
     max_queued_qos0: int = 10_000
     #: Address of /metrics, /healthz and /readyz (0.0.0.0 to let other hosts scrape).
     metrics_host: str = "127.0.0.1"
-    metrics_port: int = 9101
+    metrics_port: int = LOCAL_STACK.gateway_metrics_port
 
 
 class ProcessorSettings(BaseModel):
@@ -180,13 +182,13 @@ class ProcessorSettings(BaseModel):
     lorawan_city: str = "unknown"
     #: Address of /metrics, /healthz and /readyz (0.0.0.0 to let other hosts scrape).
     metrics_host: str = "127.0.0.1"
-    metrics_port: int = 9102
+    metrics_port: int = LOCAL_STACK.processor_metrics_port
     publish_readings: bool = True
 
 
 class ApiSettings(BaseModel):
     host: str = "127.0.0.1"
-    port: int = 8080
+    port: int = LOCAL_STACK.api_port
     #: Serve /v1 without a key (open data), with only ``public_scopes``. Off: a
     #: key from ``nakhon api-keys create`` is required, and ``nakhon api``
     #: refuses to start while no key is active.

@@ -33,11 +33,12 @@ from nakhon.identity.provision import Credentials
 from nakhon.identity.roles import Identity, bridge_identity, gateway_identity
 from nakhon.ingest.mqtt_source import end_session
 from nakhon.kafka_client import kafka_client_options
+from nakhon.local_stack import LOCAL_STACK
 from nakhon.mqtt_connection import MqttEndpoint
 
 REPO = Path(__file__).resolve().parents[1]
 LOGS = REPO / ".nakhon" / "logs" / "sandbox"
-KAFKA = "127.0.0.1:9092"
+KAFKA = LOCAL_STACK.kafka_bootstrap
 #: How a namespace's services and clients reach Kafka, as NAKHON_KAFKA_* variables
 #: (the topics and the consumer group are the namespace's own).
 _KAFKA_CONNECTION_FIELDS = (
@@ -54,9 +55,9 @@ _KAFKA_CONNECTION_FIELDS = (
 #: The city the namespace's LoRaWAN uplinks fall back to (a registered one).
 LORAWAN_CITY = "chachoengsao"
 #: The local stack's TLS listener and the CA that signed its certificate (make up).
-MQTT_TLS_PORT = 8883
+MQTT_TLS_PORT = LOCAL_STACK.mqtt_tls_port
 #: ... and its listener where a client certificate is the login.
-MQTT_X509_PORT = 8884
+MQTT_X509_PORT = LOCAL_STACK.mqtt_x509_port
 LOCAL_CA = REPO / ".nakhon" / "tls" / "ca.crt"
 
 

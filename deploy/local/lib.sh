@@ -14,6 +14,9 @@ mkdir -p "$LOGS" "$RUN"
 SECRETS="$STATE/secrets"
 ENV_FILE="$SECRETS/local.env"
 
+# The stack's ports, defined once (the settings' defaults read the same file).
+source "$REPO/nakhon/local_stack.env"
+
 PG_VERSION=15
 PG_BIN="/usr/lib/postgresql/$PG_VERSION/bin"
 

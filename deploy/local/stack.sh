@@ -23,7 +23,7 @@ case "${1:-}" in
   up)
     for s in "${SERVICES[@]}"; do "${s}_install"; done
     for s in "${SERVICES[@]}"; do "${s}_start"; done
-    say "ready: mosquitto :1883, kafka :9092 (SCRAM+TLS :9095), postgres :5432, gateway :9101, processor :9102, prometheus :9090 (logs in ${LOGS#"$REPO"/})" ;;
+    say "ready: mosquitto :$MQTT_PORT, kafka :$KAFKA_PORT (SCRAM+TLS :$KAFKA_SCRAM_PORT), postgres :$PG_PORT, gateway :$GATEWAY_METRICS_PORT, processor :$PROCESSOR_METRICS_PORT, api :$API_PORT, prometheus :$PROM_PORT (logs in ${LOGS#"$REPO"/})" ;;
   down)
     for (( i=${#SERVICES[@]}-1; i>=0; i-- )); do "${SERVICES[i]}_stop"; done
     say "stack stopped" ;;

@@ -27,6 +27,7 @@ from nakhon.identity import provision
 from nakhon.identity.dynsec import DynsecAdmin, DynsecError
 from nakhon.identity.provision import Credentials, ProvisionError
 from nakhon.identity.roles import bridge_identity
+from nakhon.local_stack import LOCAL_STACK
 from nakhon.mqtt_connection import MqttEndpoint
 from nakhon.simulator.fleet import SimSensor, build_fleet, faulty_payload, payload, utcnow
 
@@ -292,14 +293,14 @@ def _summary(
         print(f"  {city:<12}{avg:>10}{peak:>10}{stations:>9}   {band}")
     print(
         "\nWhere to look next:\n"
-        "  API docs           http://127.0.0.1:8080/docs"
+        f"  API docs           http://127.0.0.1:{LOCAL_STACK.api_port}/docs"
         "  (e.g. /v1/cities, /v1/aqi?city=chiang_mai)\n"
         "  API key            /v1 needs header X-API-Key: make up keeps an all-cities key as\n"
         "                     NAKHON_API_LOCAL_KEY in .nakhon/secrets/local.env\n"
         "  try it             curl -sH \"X-API-Key: $(sed -n 's/^NAKHON_API_LOCAL_KEY=//p'"
-        ' .nakhon/secrets/local.env)" http://127.0.0.1:8080/v1/cities\n'
-        "  gateway metrics    http://127.0.0.1:9101/metrics\n"
-        "  processor metrics  http://127.0.0.1:9102/metrics\n"
+        f' .nakhon/secrets/local.env)" http://127.0.0.1:{LOCAL_STACK.api_port}/v1/cities\n'
+        f"  gateway metrics    http://127.0.0.1:{LOCAL_STACK.gateway_metrics_port}/metrics\n"
+        f"  processor metrics  http://127.0.0.1:{LOCAL_STACK.processor_metrics_port}/metrics\n"
         "  dead letters       Kafka topic nakhon.deadletter (reason and detail in the headers)\n"
         "  your own device    nakhon devices add aq-1 --city chiang_mai  (prints its MQTT login;\n"
         "                     the broker refuses anonymous clients: docs/security.md)\n"

@@ -30,6 +30,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from urllib.parse import quote, unquote, urlsplit
 
+from nakhon.local_stack import LOCAL_STACK
+
 OWNER = "nakhon_owner"
 WRITER = "nakhon_writer"
 READER = "nakhon_reader"
@@ -55,7 +57,7 @@ class Endpoint:
     """Where the services reach the database (the host and port in their DSNs)."""
 
     host: str = "127.0.0.1"
-    port: int = 5432
+    port: int = LOCAL_STACK.pg_port
     database: str = "nakhon"
 
     def dsn(self, role: str, password: str) -> str:

@@ -18,6 +18,7 @@ import psycopg
 from psycopg import sql
 
 from nakhon.env_file import read_env_file, update_env_file
+from nakhon.local_stack import LOCAL_STACK
 from nakhon.storage.roles import Endpoint, env_values, init_roles_sql, role_passwords
 
 
@@ -42,7 +43,9 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     )
     init.add_argument("--env-file", type=Path, required=True, metavar="ENV_FILE")
     init.add_argument("--host", default="127.0.0.1", help="host in the services' DSNs")
-    init.add_argument("--port", type=int, default=5432, help="port in the services' DSNs")
+    init.add_argument(
+        "--port", type=int, default=LOCAL_STACK.pg_port, help="port in the services' DSNs"
+    )
     init.add_argument("--database", default="nakhon")
     init.add_argument(
         "--legacy-role",

@@ -19,6 +19,7 @@ import pytest
 from psycopg.conninfo import make_conninfo
 
 from nakhon.config import load_settings
+from nakhon.local_stack import LOCAL_STACK
 
 REPO = Path(__file__).resolve().parents[2]
 STACK_SCRIPT = REPO / "deploy" / "local" / "stack.sh"
@@ -59,8 +60,8 @@ class Stack:
     writer_dsn: str = field(repr=False)
     reader_dsn: str = field(repr=False)
     mqtt_host: str = "127.0.0.1"
-    mqtt_port: int = 1883
-    kafka_bootstrap: str = "127.0.0.1:9092"
+    mqtt_port: int = LOCAL_STACK.mqtt_port
+    kafka_bootstrap: str = LOCAL_STACK.kafka_bootstrap
 
     @classmethod
     def from_settings(cls) -> Stack:
@@ -109,6 +110,9 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
 
 @pytest.fixture(scope="session")
 def stack() -> Iterator[Stack]:
-    if not all(port_answers(p) for p in (1883, 9092, 5432)):
+    if not all(
+        port_answers(p)
+        for p in (LOCAL_STACK.mqtt_port, LOCAL_STACK.kafka_port, LOCAL_STACK.pg_port)
+    ):
         subprocess.run([str(STACK_SCRIPT), "up"], check=True)
     yield Stack.from_settings()

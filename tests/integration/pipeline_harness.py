@@ -10,6 +10,7 @@ from paho.mqtt.enums import CallbackAPIVersion
 
 from nakhon.config import load_settings
 from nakhon.identity.provision import Credentials
+from nakhon.local_stack import LOCAL_STACK
 from tools.sandbox import PipelineNamespace, wait_until
 
 __all__ = ["PipelineNamespace", "Publisher", "count_rows", "owner_dsn", "senml", "wait_until"]
@@ -31,7 +32,7 @@ class Publisher:
         self._client = mqtt.Client(CallbackAPIVersion.VERSION2, protocol=mqtt.MQTTv5)
         self._client.username_pw_set(credentials.username, credentials.password)
         self._client.max_inflight_messages_set(1000)
-        self._client.connect("127.0.0.1", 1883)
+        self._client.connect("127.0.0.1", LOCAL_STACK.mqtt_port)
         self._client.loop_start()
 
     def publish(self, topic: str, payload: bytes) -> mqtt.MQTTMessageInfo:

@@ -18,6 +18,7 @@ from psycopg import sql
 
 from nakhon.config import load_settings
 from nakhon.domain.records import Reading
+from nakhon.local_stack import LOCAL_STACK
 from nakhon.storage.migrate import (
     SchemaNotReady,
     check_schema,
@@ -105,7 +106,7 @@ def test_no_service_role_is_a_superuser_or_may_make_roles(stack: Stack) -> None:
 
 def test_the_superuser_is_not_reachable_over_tcp(stack: Stack) -> None:
     with pytest.raises(psycopg.OperationalError, match="rejects connection"):
-        psycopg.connect("postgresql://postgres@127.0.0.1:5432/nakhon", connect_timeout=5)
+        psycopg.connect(LOCAL_STACK.dsn("postgres"), connect_timeout=5)
 
 
 @pytest.mark.parametrize("statement", READER_DENIED)

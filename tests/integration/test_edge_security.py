@@ -28,6 +28,7 @@ from aiokafka import AIOKafkaProducer
 from paho.mqtt.enums import CallbackAPIVersion
 from paho.mqtt.reasoncodes import ReasonCode
 
+from nakhon.local_stack import LOCAL_STACK
 from nakhon.mqtt_connection import MqttEndpoint
 from tests.integration.conftest import REPO, Stack
 from tests.integration.pipeline_harness import (
@@ -63,7 +64,7 @@ class Probe:
     username: str | None
     password: str | None
     client_id: str = ""
-    port: int = 1883
+    port: int = LOCAL_STACK.mqtt_port
     #: Client certificate and key, to log in with them on the certificate listener.
     certificate: tuple[Path, Path] | None = None
     connack: ReasonCode | None = None
@@ -429,7 +430,7 @@ def test_a_packet_over_the_brokers_limit_is_refused_at_the_door(
     client = mqtt.Client(CallbackAPIVersion.VERSION2, protocol=mqtt.MQTTv311)
     client.username_pw_set(device["username"], device["password"])
     client.on_disconnect = lambda *a: gone.set()
-    client.connect("127.0.0.1", 1883)
+    client.connect("127.0.0.1", LOCAL_STACK.mqtt_port)
     client.loop_start()
     try:
         client.publish(device["topic_prefix"] + "senml", b"[" + b" " * 1_100_000 + b"]", qos=1)

@@ -22,6 +22,7 @@ from pydantic import SecretStr
 
 from nakhon.config import KafkaSettings, load_settings
 from nakhon.kafka_client import kafka_client_options, kafka_producer_options
+from nakhon.local_stack import LOCAL_STACK
 from tests.integration.conftest import Stack
 from tests.integration.pipeline_harness import (
     PipelineNamespace,
@@ -32,7 +33,7 @@ from tests.integration.pipeline_harness import (
 )
 from tools.sandbox import LOCAL_CA
 
-SCRAM_TLS = "127.0.0.1:9095"
+SCRAM_TLS = LOCAL_STACK.kafka_scram_bootstrap
 
 
 @pytest.fixture(scope="module")

@@ -18,6 +18,7 @@ import pytest
 import yaml
 from pydantic import BaseModel
 
+from nakhon import local_stack
 from nakhon.config import Settings
 
 REPO = Path(__file__).resolve().parents[2]
@@ -329,7 +330,10 @@ def test_prometheus_scrapes_every_stage_in_compose_and_locally(services: dict[st
         "api": settings.api.port,
     }
     compose_config = yaml.safe_load((REPO / "deploy/prometheus/prometheus.yml").read_text())
-    local_config = yaml.safe_load(local_heredoc("prometheus.sh").replace("$PROM_PORT", "9090"))
+    heredoc = local_heredoc("prometheus.sh")
+    for name, value in local_stack.read_env(local_stack.ENV_FILE).items():
+        heredoc = heredoc.replace(f"${name}", value)
+    local_config = yaml.safe_load(heredoc)
     compose_targets, local_targets = scrape_targets(compose_config), scrape_targets(local_config)
     for job, port in ports.items():
         assert compose_targets[job] == [f"{job}:{port}"]

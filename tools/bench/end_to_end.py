@@ -31,6 +31,7 @@ from aiokafka import AIOKafkaConsumer
 from paho.mqtt.enums import CallbackAPIVersion
 
 from nakhon.kafka_client import kafka_client_options
+from nakhon.local_stack import LOCAL_STACK
 from tools.bench.ceilings import BENCH_CITY
 from tools.bench.mqtt_logins import Broker, c_client_env
 from tools.bench.stats import percentile
@@ -67,7 +68,7 @@ class _Publisher:
         self.client = mqtt.Client(CallbackAPIVersion.VERSION2, protocol=mqtt.MQTTv5)
         self.client.username_pw_set(creds.username, creds.password)
         self.client.max_inflight_messages_set(2000)
-        self.client.connect("127.0.0.1", 1883)
+        self.client.connect("127.0.0.1", LOCAL_STACK.mqtt_port)
         self.client.loop_start()
 
     def run(self, ns: PipelineNamespace, tag: str, messages: int, rate: float | None) -> None:

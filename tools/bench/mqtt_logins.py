@@ -19,6 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from nakhon.identity.provision import Credentials
+from nakhon.local_stack import LOCAL_STACK
 from tools.sandbox import free_port, wait_until
 
 MOSQUITTO = "/usr/sbin/mosquitto"
@@ -28,7 +29,7 @@ MOSQUITTO = "/usr/sbin/mosquitto"
 class Broker:
     """Where the C clients connect, and as whom."""
 
-    port: int = 1883
+    port: int = LOCAL_STACK.mqtt_port
     host: str = "127.0.0.1"
     ca_file: Path | None = None
     publisher: Credentials | None = None

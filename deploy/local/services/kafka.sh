@@ -9,9 +9,6 @@
 # gets a password generated once per checkout, kept in $ENV_FILE as
 # NAKHON_KAFKA_SASL_USERNAME/_PASSWORD (docs/security.md, "Kafka").
 
-KAFKA_PORT=9092
-KAFKA_CONTROLLER_PORT=9093
-KAFKA_SCRAM_PORT=9095
 KAFKA_SCRAM_USER=nakhon
 KAFKA_DIR="$STATE/kafka"
 KAFKA_LIBS="$KAFKA_DIR/libs"

@@ -6,10 +6,7 @@
 # in .nakhon/secrets/local.env. A local CA and server certificate for TLS are
 # generated once, under .nakhon/tls/ (clients need only .nakhon/tls/ca.crt).
 
-MQTT_PORT=1883
-MQTT_TLS_PORT=8883
 #: TLS where the client's certificate is its login (its CN is the username).
-MQTT_X509_PORT=8884
 MOSQ_DIR="$STATE/mosquitto"
 TLS_DIR="$STATE/tls"
 

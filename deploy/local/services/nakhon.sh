@@ -5,9 +5,9 @@
 NAKHON_BIN="$REPO/.venv/bin/nakhon"
 # name:ready-url; a service whose command the installed nakhon lacks is skipped.
 NAKHON_SERVICES=(
-  "gateway:http://127.0.0.1:9101/readyz"
-  "processor:http://127.0.0.1:9102/readyz"
-  "api:http://127.0.0.1:8080/readyz"
+  "gateway:http://127.0.0.1:$GATEWAY_METRICS_PORT/readyz"
+  "processor:http://127.0.0.1:$PROCESSOR_METRICS_PORT/readyz"
+  "api:http://127.0.0.1:$API_PORT/readyz"
   "maintain:"
 )
 

@@ -7,7 +7,6 @@
 # only through the unix socket, as the postgres OS user (peer), for
 # administration; never over TCP.
 
-PG_PORT=5432
 PG_HOME="$STATE/postgres"
 PG_DATA="$PG_HOME/data"
 PG_SOCKETS="$PG_HOME/sockets"

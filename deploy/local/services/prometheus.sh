@@ -4,7 +4,6 @@
 # where they run, and evaluates the alert rules of deploy/prometheus/rules/.
 # The package also brings promtool, which the rule tests use.
 
-PROM_PORT=9090
 PROM_DIR="$STATE/prometheus"
 PROM_RULES="$REPO/deploy/prometheus/rules"
 PROM_RETENTION="${NAKHON_PROMETHEUS_RETENTION:-15d}"
@@ -37,13 +36,13 @@ rule_files:
 scrape_configs:
   - job_name: gateway
     static_configs:
-      - targets: ["127.0.0.1:9101"]
+      - targets: ["127.0.0.1:$GATEWAY_METRICS_PORT"]
   - job_name: processor
     static_configs:
-      - targets: ["127.0.0.1:9102"]
+      - targets: ["127.0.0.1:$PROCESSOR_METRICS_PORT"]
   - job_name: api
     static_configs:
-      - targets: ["127.0.0.1:8080"]
+      - targets: ["127.0.0.1:$API_PORT"]
   - job_name: prometheus
     static_configs:
       - targets: ["127.0.0.1:$PROM_PORT"]
