@@ -19,10 +19,10 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 from nakhon.local_stack import LOCAL_STACK
 
 #: MQTT filters the gateway subscribes to: the device topics and the uplinks of
-#: The Things Stack v3 and ChirpStack v4 (DESIGN.md, "Wire contract").
+#: The Things Stack v3 and ChirpStack v4 (docs/architecture.md, "Wire contract").
 DEFAULT_TOPIC_FILTERS = ["city/#", "v3/+/devices/+/up", "application/+/device/+/event/up"]
 
-#: Topic pattern -> codec (``pattern=codec``), the wire contract of DESIGN.md.
+#: Topic pattern -> codec (``pattern=codec``), the wire contract of docs/architecture.md.
 #: ``{city}`` and ``{sensor_id}`` capture one topic level each; see
 #: ``nakhon/processors/routing.py``.
 DEFAULT_ROUTES = [

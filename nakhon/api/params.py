@@ -13,7 +13,7 @@ from datetime import UTC, datetime, timedelta
 
 from nakhon.api.errors import ApiError
 
-#: Identifiers as the wire contract has them (DESIGN.md): 1–64 of [a-z0-9_-].
+#: Identifiers as the wire contract has them (docs/architecture.md): 1–64 of [a-z0-9_-].
 ID_PATTERN = r"^[a-z0-9_-]{1,64}$"
 METRIC_PATTERN = r"^[a-z0-9_]{1,64}$"
 KIND_PATTERN = r"^[A-Za-z0-9_.-]{1,64}$"

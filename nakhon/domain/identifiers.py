@@ -1,4 +1,4 @@
-"""The shapes of the names a reading carries: sensor ids and city ids (DESIGN.md).
+"""The shapes of the names a reading carries: sensor ids and city ids (docs/architecture.md).
 
 Shared by the processors (which lower-case what arrives), the registries and
 the broker's identities, so the rule lives in one place.

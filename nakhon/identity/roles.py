@@ -1,6 +1,6 @@
 """What each MQTT identity may do: pure functions from an identity to its ACLs.
 
-Three kinds of client, each with a role of its own (DESIGN.md, "Identity and
+Three kinds of client, each with a role of its own (docs/architecture.md, "Identity and
 tenancy"):
 
 - a **device** (username = its sensor id) may publish only under

@@ -1,6 +1,6 @@
 """The ingest gateway: MQTT in, ``nakhon.raw`` out, a PUBACK only after Kafka's ack.
 
-A dumb, fast, reliable pipe (DESIGN.md): it never parses payloads. For each
+A dumb, fast, reliable pipe (docs/architecture.md): it never parses payloads. For each
 message taken from the broker it produces one Kafka record (acks=all,
 idempotent producer, batched with linger and compressed); when Kafka
 acknowledges it, the message's slot in the :class:`AckQueue` is done and the

@@ -16,7 +16,7 @@ of a payload:
   (``NAKHON_PROCESSOR_LORAWAN_CITY``); either must be registered, else
   ``unknown_city``.
 
-Cities are registered, never invented (DESIGN.md): a reading is stored only
+Cities are registered, never invented (docs/architecture.md): a reading is stored only
 under a city of the ``cities`` table, so the writer's auto-registration of new
 sensors cannot put a sensor in an unregistered city either.
 """

@@ -1,6 +1,6 @@
 """The records a processor produces: dead letters and normalized readings.
 
-``nakhon.deadletter`` (DESIGN.md): key = MQTT topic, value = the original bytes,
+``nakhon.deadletter`` (docs/architecture.md): key = MQTT topic, value = the original bytes,
 headers ``reason`` (machine-readable code), ``detail`` (for a human),
 ``mqtt_topic``, ``received_at``, ``stage``; plus ``rejections``, a JSON list of
 every rejection when a payload had several, and ``partial`` = ``true`` when the

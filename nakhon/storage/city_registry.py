@@ -1,6 +1,6 @@
 """The city registry: validated :class:`CityRecord` in, rows of ``cities`` out.
 
-Cities are registered, not invented (DESIGN.md): the processor stores readings
+Cities are registered, not invented (docs/architecture.md): the processor stores readings
 only under a city of this table, and ``nakhon sensors import`` places sensors
 only in one. ``nakhon cities add|list|import`` (``cities_command.py``) is the
 operator's door to it.

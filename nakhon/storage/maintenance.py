@@ -28,6 +28,7 @@ from psycopg import AsyncConnection
 
 from nakhon.cli import configure_logging
 from nakhon.config import MissingDsnError, RetentionSettings, load_settings
+from nakhon.storage.migrate import detect_edition
 from nakhon.storage.retention import (
     apply_retention_policies,
     drop_expired_chunks,
@@ -51,14 +52,6 @@ JOIN timescaledb_information.job_stats s USING (job_id)
 WHERE j.proc_name IN ('policy_refresh_continuous_aggregate', 'policy_retention',
                       'policy_compression')
 """
-
-
-async def detect_edition(conn: AsyncConnection[tuple[object, ...]]) -> str:
-    """``community`` or ``apache`` (the async twin of ``migrate.timescaledb_edition``)."""
-    row = await (
-        await conn.execute("SELECT current_setting('timescaledb.license', true)")
-    ).fetchone()
-    return "community" if row and row[0] == "timescale" else "apache"
 
 
 async def install_community_policies(

@@ -107,7 +107,18 @@ async def require_schema(dsn: str, version: int | None = None) -> None:
         await check_schema(conn, required_version() if version is None else version)
 
 
+_LICENSE = "SELECT current_setting('timescaledb.license', true)"
+
+
+def _edition(row: tuple[object, ...] | None) -> str:
+    return "community" if row and row[0] == "timescale" else "apache"
+
+
 def timescaledb_edition(conn: psycopg.Connection[tuple[object, ...]]) -> str:
     """``community`` or ``apache``: which TimescaleDB the server runs."""
-    row = conn.execute("SELECT current_setting('timescaledb.license', true)").fetchone()
-    return "community" if row and row[0] == "timescale" else "apache"
+    return _edition(conn.execute(_LICENSE).fetchone())
+
+
+async def detect_edition(conn: psycopg.AsyncConnection[tuple[object, ...]]) -> str:
+    """:func:`timescaledb_edition` on an async connection."""
+    return _edition(await (await conn.execute(_LICENSE)).fetchone())

@@ -25,7 +25,7 @@ The import is one transaction: one ``COPY`` into a staging table, then one
 ``INSERT ... ON CONFLICT DO UPDATE`` that skips rows that would not change, so
 importing the same file twice reports every row ``unchanged``. A sensor whose
 city is not registered (table ``cities``, ``nakhon cities add``) is refused,
-the others still imported: cities are registered, not invented (DESIGN.md).
+the others still imported: cities are registered, not invented (docs/architecture.md).
 The registry is authoritative for the columns it describes (city, kind, name,
 lat, lon, metadata: the file's values replace the row's); ``first_seen`` and
 ``last_seen`` belong to the data path and are never touched.
@@ -102,7 +102,7 @@ class SensorRecord(BaseModel):
     @field_validator("sensor_id", "city", mode="before")
     @classmethod
     def _identifier(cls, value: object) -> object:
-        """Lower-cased, and 1–64 of ``[a-z0-9_-]`` like the ids in MQTT topics (DESIGN.md)."""
+        """Lower-cased, and 1–64 of ``[a-z0-9_-]`` like the ids in MQTT topics."""
         if isinstance(value, int) and not isinstance(value, bool):
             value = str(value)  # GeoJSON feature ids may be numbers
         if not isinstance(value, str):

@@ -19,7 +19,7 @@ from datetime import UTC, datetime, timedelta
 import httpx
 import psycopg
 
-from nakhon.storage.maintenance import detect_edition
+from nakhon.storage.migrate import detect_edition
 from nakhon.storage.rollups import ApacheRollupRefresher
 
 BENCH_CITY = "bench_city"

@@ -9,27 +9,21 @@ Field paths (ChirpStack v4 integration events, ``up``, JSON encoding):
   is free text chosen by an operator (spaces, capitals) and is not an id.
 - Time: ``time`` (gateway time of the uplink; absent when no gateway had a
   clock), else "when received".
-- Readings and radio as in :mod:`.tts_v3`: ``object`` flattened, best ``rssi``
-  and ``snr`` over ``rxInfo`` as ``link_rssi``/``link_snr``; no ``fPort`` (or 0)
-  yields nothing; no ``object`` is ``DecodeError("no_decoded_payload")``.
+- Readings and radio as in :mod:`.tts_v3` (both through :mod:`.lorawan`):
+  ``object`` flattened, best ``rssi`` and ``snr`` over ``rxInfo`` as
+  ``link_rssi``/``link_snr``; no ``fPort`` (or 0) yields nothing; no
+  ``object`` is ``DecodeError("no_decoded_payload")``.
 """
 
 from __future__ import annotations
 
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field
 
 from nakhon.domain.records import Decoded
-from nakhon.processors.codecs.base import DecodeError, TopicContext
-from nakhon.processors.codecs.fields import (
-    InvalidTime,
-    add_link_quality,
-    add_readings,
-    flatten_readings,
-    parse_time,
-)
-from nakhon.processors.codecs.tts_v3 import validation_summary
+from nakhon.processors.codecs.base import TopicContext
+from nakhon.processors.codecs.lorawan import parse_envelope, uplink_readings, uplink_time
 
 
 class _Model(BaseModel):
@@ -64,28 +58,13 @@ class ChirpstackV4Codec:
 
 
 def decode_chirpstack_v4(payload: bytes, ctx: TopicContext) -> Decoded:
-    try:
-        event = _UplinkEvent.model_validate_json(payload)
-    except ValidationError as exc:
-        raise DecodeError("malformed_uplink", validation_summary(exc)) from exc
-    if not event.f_port:
-        return Decoded()
-    if event.object is None:
-        raise DecodeError("no_decoded_payload", "the device profile has no codec")
-    sensor_id = ctx.sensor_id or event.device_info.dev_eui.lower()
-    time = None
-    if event.time is not None:
-        try:
-            time = parse_time(event.time)
-        except InvalidTime as exc:
-            raise DecodeError("invalid_time", str(exc)) from exc
-    decoded = Decoded()
-    add_readings(decoded, flatten_readings(event.object), sensor_id, time)
-    add_link_quality(
-        decoded,
-        sensor_id,
-        time,
-        [rx.rssi for rx in event.rx_info],
-        [rx.snr for rx in event.rx_info],
+    event = parse_envelope(_UplinkEvent, payload)
+    return uplink_readings(
+        f_port=event.f_port,
+        decoded_object=event.object,
+        no_object_detail="the device profile has no codec",
+        sensor_id=ctx.sensor_id or event.device_info.dev_eui.lower(),
+        time=uplink_time(event.time),
+        rssi=[rx.rssi for rx in event.rx_info],
+        snr=[rx.snr for rx in event.rx_info],
     )
-    return decoded

@@ -1,7 +1,7 @@
 """``position``: a vehicle fix, ``{"ts", "lat", "lon", "speed", "heading"}``.
 
 The vehicle is the topic's sensor (``city/<city>/<vehicle_id>/position``).
-``speed`` is km/h and ``heading`` degrees clockwise from north (DESIGN.md); both
+``speed`` is km/h and ``heading`` degrees clockwise from north (docs/architecture.md); both
 are optional. ``lat``/``lon`` are WGS 84 decimal degrees and required. A
 top-level array is a batch of fixes (a tracker that buffered while offline).
 Range checks (lat/lon, speed, heading) are normalization's, not the codec's.

@@ -1,6 +1,6 @@
 """``json``: Nakhon's simple JSON for devices that speak no standard format.
 
-Shapes (DESIGN.md, "Wire contract for devices")::
+Shapes (docs/architecture.md, "Wire contract for devices")::
 
     {"ts": "2024-03-01T08:00:00+07:00", "pm25": 41.2, "temperature": 31.5}
     {"ts": 1709254800, "readings": {"pm25": 41.2}, "units": {"pm25": "ug/m3"}}

@@ -23,20 +23,13 @@ the application's payload formatter), ``uplink_message.received_at``,
 
 from __future__ import annotations
 
-from datetime import datetime
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, ValidationError
+from pydantic import BaseModel, ConfigDict
 
 from nakhon.domain.records import Decoded
-from nakhon.processors.codecs.base import DecodeError, TopicContext
-from nakhon.processors.codecs.fields import (
-    InvalidTime,
-    add_link_quality,
-    add_readings,
-    flatten_readings,
-    parse_time,
-)
+from nakhon.processors.codecs.base import TopicContext
+from nakhon.processors.codecs.lorawan import parse_envelope, uplink_readings, uplink_time
 
 
 class _Model(BaseModel):
@@ -76,38 +69,14 @@ class TtsV3Codec:
 
 
 def decode_tts_v3(payload: bytes, ctx: TopicContext) -> Decoded:
-    try:
-        uplink = _Uplink.model_validate_json(payload)
-    except ValidationError as exc:
-        raise DecodeError("malformed_uplink", validation_summary(exc)) from exc
+    uplink = parse_envelope(_Uplink, payload)
     message = uplink.uplink_message
-    if not message.f_port:
-        return Decoded()
-    if message.decoded_payload is None:
-        raise DecodeError("no_decoded_payload", "the application has no payload formatter")
-    sensor_id = ctx.sensor_id or uplink.end_device_ids.device_id
-    time = _time(message.received_at or uplink.received_at)
-    decoded = Decoded()
-    add_readings(decoded, flatten_readings(message.decoded_payload), sensor_id, time)
-    add_link_quality(
-        decoded,
-        sensor_id,
-        time,
-        [rx.rssi for rx in message.rx_metadata],
-        [rx.snr for rx in message.rx_metadata],
+    return uplink_readings(
+        f_port=message.f_port,
+        decoded_object=message.decoded_payload,
+        no_object_detail="the application has no payload formatter",
+        sensor_id=ctx.sensor_id or uplink.end_device_ids.device_id,
+        time=uplink_time(message.received_at or uplink.received_at),
+        rssi=[rx.rssi for rx in message.rx_metadata],
+        snr=[rx.snr for rx in message.rx_metadata],
     )
-    return decoded
-
-
-def _time(text: str | None) -> datetime | None:
-    if text is None:
-        return None
-    try:
-        return parse_time(text)
-    except InvalidTime as exc:
-        raise DecodeError("invalid_time", str(exc)) from exc
-
-
-def validation_summary(exc: ValidationError) -> str:
-    errors = exc.errors(include_url=False, include_input=False)
-    return "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in errors[:3])[:300]
