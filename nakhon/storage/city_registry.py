@@ -23,8 +23,6 @@ transaction.
 
 from __future__ import annotations
 
-import csv
-import io
 import json
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -36,7 +34,7 @@ import psycopg
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from nakhon.domain.identifiers import is_city_id
-from nakhon.storage.sensor_registry import RowError
+from nakhon.storage.table_file import RowError, csv_table, read_text
 
 CityFormat = Literal["csv", "json"]
 EXTENSIONS: Mapping[str, CityFormat] = {".csv": "csv", ".json": "json"}
@@ -186,40 +184,17 @@ def format_of(path: Path) -> CityFormat:
 def load_cities(path: Path, fmt: CityFormat | None = None) -> ParseResult:
     """Read and parse a city file (UTF-8, a BOM is allowed)."""
     fmt = fmt or format_of(path)
-    try:
-        text = path.read_bytes().decode("utf-8-sig")
-    except OSError as exc:
-        raise CityFileError(f"cannot read {path}: {exc.strerror or exc}") from exc
-    except UnicodeDecodeError as exc:
-        raise CityFileError(f"{path} is not UTF-8 text: {exc.reason} at byte {exc.start}") from exc
+    text = read_text(path, CityFileError)
     return parse_csv(text) if fmt == "csv" else parse_json(text)
 
 
 def parse_csv(text: str) -> ParseResult:
     """Records from CSV text with a header row (see the module docstring)."""
-    reader = csv.reader(io.StringIO(text, newline=""))
-    try:
-        header = next(reader, None)
-    except csv.Error as exc:
-        raise CityFileError(f"line 1: {exc}") from exc
-    if header is None:
-        raise CityFileError("the file is empty (a CSV city list starts with a header row)")
+    header, rows = csv_table(text, CityFileError, "a CSV city list")
     columns = _columns(header)
     result = ParseResult()
-    line = reader.line_num
-    while True:
-        first_line = line + 1
-        try:
-            row = next(reader)
-        except StopIteration:
-            break
-        except csv.Error as exc:
-            raise CityFileError(f"line {first_line}: {exc}") from exc
-        line = reader.line_num
-        if not any(cell.strip() for cell in row):
-            continue  # blank line
+    for where, row in rows:
         result.rows += 1
-        where = f"line {first_line}"
         if len(row) != len(columns):
             message = f"has {len(row)} fields, the header has {len(columns)}"
             result.errors.append(RowError(where, None, message))

@@ -33,8 +33,6 @@ lat, lon, metadata: the file's values replace the row's); ``first_seen`` and
 
 from __future__ import annotations
 
-import csv
-import io
 import json
 import math
 from collections.abc import Callable, Iterator, Mapping, Sequence
@@ -54,6 +52,7 @@ from pydantic import (
 )
 
 from nakhon.domain.identifiers import valid_sensor_id
+from nakhon.storage.table_file import RowError, csv_table, read_text
 
 RegistryFormat = Literal["csv", "geojson"]
 
@@ -126,22 +125,6 @@ class SensorRecord(BaseModel):
         return self
 
 
-@dataclass(frozen=True, slots=True)
-class RowError:
-    """Why one row (CSV line or GeoJSON feature) was rejected."""
-
-    #: ``line 7`` or ``features[3]``.
-    where: str
-    #: The field at fault, or None when the row as a whole is.
-    field: str | None
-    message: str
-
-    def __str__(self) -> str:
-        if self.field is None:
-            return f"{self.where}: {self.message}"
-        return f"{self.where}: {self.field}: {self.message}"
-
-
 @dataclass(slots=True)
 class ParseResult:
     """The valid records of a file, and an error per problem of each rejected row."""
@@ -202,49 +185,23 @@ def format_of(path: Path) -> RegistryFormat:
 def load_registry(path: Path, fmt: RegistryFormat | None = None) -> ParseResult:
     """Read and parse a registry file (UTF-8, a BOM is allowed)."""
     fmt = fmt or format_of(path)
-    try:
-        text = path.read_bytes().decode("utf-8-sig")
-    except OSError as exc:
-        raise RegistryFileError(f"cannot read {path}: {exc.strerror or exc}") from exc
-    except UnicodeDecodeError as exc:
-        raise RegistryFileError(
-            f"{path} is not UTF-8 text: {exc.reason} at byte {exc.start}"
-        ) from exc
+    text = read_text(path, RegistryFileError)
     return parse_csv(text) if fmt == "csv" else parse_geojson(text)
 
 
 def parse_csv(text: str) -> ParseResult:
     """Records from CSV text with a header row (see the module docstring)."""
-    reader = csv.reader(io.StringIO(text, newline=""))
-    try:
-        header = next(reader, None)
-    except csv.Error as exc:
-        raise RegistryFileError(f"line 1: {exc}") from exc
-    if header is None:
-        raise RegistryFileError("the file is empty (a CSV registry starts with a header row)")
+    header, rows = csv_table(text, RegistryFileError, "a CSV registry")
     columns = _csv_columns(header)
     result = ParseResult()
-    seen = result.locations
-    line = reader.line_num
-    while True:
-        first_line = line + 1
-        try:
-            row = next(reader)
-        except StopIteration:
-            break
-        except csv.Error as exc:
-            raise RegistryFileError(f"line {first_line}: {exc}") from exc
-        line = reader.line_num
-        if not any(cell.strip() for cell in row):
-            continue  # blank line
+    for where, row in rows:
         result.rows += 1
-        where = f"line {first_line}"
         if len(row) != len(columns):
             message = f"has {len(row)} fields, the header has {len(columns)}"
             result.errors.append(RowError(where, None, message))
             continue
         fields, problems = _csv_fields(columns, row)
-        _accept(fields, where, problems, seen, result)
+        _accept(fields, where, problems, result.locations, result)
     return result
 
 
