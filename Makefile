@@ -7,15 +7,28 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STACK := deploy/local/stack.sh
 
-.PHONY: help venv up down status test unit integration lint format demo simulate bench clean compose-env
+.PHONY: help venv lock up down status test unit integration lint format demo simulate bench clean compose-env
 
 help: ## Show this help
 	@awk 'BEGIN {FS = ":.*## "} /^[a-z-]+:.*## / {printf "  \033[1mmake %-12s\033[0m %s\n", $$1, $$2}' $(MAKEFILE_LIST)
 
-$(VENV)/.installed: pyproject.toml deploy/local/venv.sh
+# .venv holds exactly requirements/dev.lock (pinned, hash-checked), made from
+# pyproject.toml and requirements/tools.in by `make lock`; the Dockerfile installs
+# requirements/runtime.lock. LOCK_ARGS=--upgrade (or "-P fastapi") moves pins;
+# without it, pins that still fit pyproject.toml are kept.
+LOCKS := requirements/dev.lock requirements/runtime.lock
+UV_COMPILE := $(VENV)/bin/uv pip compile --quiet --universal --python-version 3.11 \
+	--generate-hashes --custom-compile-command "make lock" $(LOCK_ARGS)
+
+$(VENV)/.installed: pyproject.toml $(LOCKS) deploy/local/venv.sh
 	@deploy/local/venv.sh
 
-venv: $(VENV)/.installed
+venv: $(VENV)/.installed ## Install .venv from requirements/dev.lock (make up does it too)
+
+lock: $(VENV)/.installed ## Re-pin requirements/*.lock after editing pyproject.toml, then install
+	@$(UV_COMPILE) --extra dev pyproject.toml requirements/tools.in -o requirements/dev.lock
+	@$(UV_COMPILE) pyproject.toml -c requirements/dev.lock -o requirements/runtime.lock
+	@deploy/local/venv.sh
 
 up: $(VENV)/.installed ## Install and start the stack and Nakhon's services in the background
 	@$(STACK) up

@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
-# Creates .venv with Nakhon and its dev tools installed (editable); re-run when
-# pyproject.toml changes. Needs Python >= 3.11 (Debian 12's python3 is 3.11).
+# Creates .venv with exactly the pinned, hash-checked packages of
+# requirements/dev.lock (runtime + dev tools, see `make lock`), then Nakhon itself
+# (editable, built offline by the locked setuptools). Re-run when the lock
+# changes. Needs Python >= 3.11 (Debian 12's python3 is 3.11).
 source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 
 PY="${PYTHON:-python3}"
@@ -16,8 +18,13 @@ if [[ ! -x "$REPO/.venv/bin/python" ]]; then
     "$PY" -m venv "$REPO/.venv" >"$LOGS/venv.log" 2>&1 || die "python3 -m venv" "$LOGS/venv.log" "could not create .venv"
   }
 fi
-say "installing Nakhon and its dependencies into .venv"
-"$REPO/.venv/bin/python" -m pip install -q --upgrade pip >"$LOGS/pip.log" 2>&1 || true
-"$REPO/.venv/bin/python" -m pip install -q -e "$REPO[dev]" >>"$LOGS/pip.log" 2>&1 \
-  || die "pip install -e .[dev]" "$LOGS/pip.log" "could not install the dependencies"
+say "installing Nakhon and its dependencies (requirements/dev.lock) into .venv"
+# pip itself is one of the locked packages: no unpinned `pip install --upgrade pip`.
+"$REPO/.venv/bin/python" -m pip install -q --require-hashes -r "$REPO/requirements/dev.lock" \
+  >"$LOGS/pip.log" 2>&1 \
+  || die "pip install -r requirements/dev.lock" "$LOGS/pip.log" \
+    "could not install the locked dependencies (pyproject.toml edited? run make lock)"
+"$REPO/.venv/bin/python" -m pip install -q --no-deps --no-build-isolation -e "$REPO" \
+  >>"$LOGS/pip.log" 2>&1 \
+  || die "pip install -e ." "$LOGS/pip.log" "could not install Nakhon itself into .venv"
 touch "$REPO/.venv/.installed"
