@@ -160,9 +160,11 @@ class Processor:
         self._stopping.set()
 
     async def close(self) -> None:
-        if self._started:
-            await self._consumer.stop()
-            await self._producer.stop()
+        # Even if never started (stopped while waiting for the database, the
+        # schema or Kafka): a client never stopped warns "Unclosed AIOKafka..."
+        # when collected. stop() is idempotent and safe before start().
+        await self._consumer.stop()
+        await self._producer.stop()
         await self._writer.close()
         self._started = False
 

@@ -100,8 +100,10 @@ class ReadingWriter:
     async def connect(self) -> None:
         if self._conn is not None and not self._conn.closed:
             return
+        # A fallback: an application_name in the DSN or PGAPPNAME wins (the
+        # test sandbox names its processors' sessions apart from the stack's).
         self._conn = await psycopg.AsyncConnection.connect(
-            self._dsn, application_name="nakhon-processor"
+            self._dsn, fallback_application_name="nakhon-processor"
         )
         async with self._conn.transaction():
             await self._conn.execute(_STAGE_DDL)

@@ -1,8 +1,10 @@
-"""Test helpers on top of :mod:`tools.sandbox`: an MQTT publisher, row counts."""
+"""Test helpers on top of :mod:`tools.sandbox`: an MQTT publisher, row counts, markers."""
 
 from __future__ import annotations
 
+import asyncio
 import json
+from collections.abc import Iterable
 
 import paho.mqtt.client as mqtt
 import psycopg
@@ -11,9 +13,27 @@ from paho.mqtt.enums import CallbackAPIVersion
 from nakhon.config import load_settings
 from nakhon.identity.provision import Credentials
 from nakhon.local_stack import LOCAL_STACK
-from tools.sandbox import PipelineNamespace, wait_until
+from tools.sandbox import PipelineNamespace, wait_for, wait_until
 
-__all__ = ["PipelineNamespace", "Publisher", "count_rows", "owner_dsn", "senml", "wait_until"]
+__all__ = [
+    "MARKER_METRIC",
+    "PipelineNamespace",
+    "Publisher",
+    "count_rows",
+    "owner_dsn",
+    "senml",
+    "settle",
+    "wait_for",
+    "wait_until",
+]
+#: The canonical metric of the markers :func:`settle` publishes (as SenML ``pm10``):
+#: a stream meant to be counted exactly uses another.
+MARKER_METRIC = "pm10"
+_MARKER_TIME = 1_795_000_000
+_MARKERS = {
+    "senml": json.dumps([{"n": "pm10", "v": 1.0, "t": _MARKER_TIME}]).encode(),
+    "json": json.dumps({"ts": _MARKER_TIME, "pm10": 1.0}).encode(),
+}
 
 
 def owner_dsn() -> str:
@@ -55,10 +75,48 @@ def senml(metric: str, value: float, t: float, unit: str | None = None) -> bytes
     return json.dumps([record]).encode()
 
 
-def count_rows(sensor_prefix: str) -> int:
+def count_rows(sensor_prefix: str, metric: str | None = None) -> int:
+    """Readings rows of the sensors whose id starts with ``sensor_prefix`` (of ``metric``)."""
     with psycopg.connect(owner_dsn()) as conn:
         row = conn.execute(
-            "SELECT count(*) FROM readings WHERE sensor_id LIKE %s", (sensor_prefix + "%",)
+            "SELECT count(*) FROM readings WHERE sensor_id LIKE %s"
+            " AND (%s::text IS NULL OR metric = %s)",
+            (sensor_prefix + "%", metric, metric),
         ).fetchone()
         assert row is not None
         return int(row[0])
+
+
+async def settle(
+    ns: PipelineNamespace, publisher: Publisher, topics: Iterable[str], timeout_s: float = 90
+) -> None:
+    """Return once everything published so far on ``topics`` went through the processors.
+
+    A fact, not a pause: one marker reading (:data:`MARKER_METRIC`) is
+    published on each topic (SenML or simple JSON) after what it carries. Its
+    MQTT topic is its Kafka key, so it lands in the same partition, behind
+    those records, and the processor takes a partition in order: the marker's
+    row means every record before it was stored (or dead-lettered). Then the
+    consumer group's lag is waited to zero: every batch committed, its dead
+    letters in Kafka. Rows of :data:`MARKER_METRIC` are the markers': count
+    the stream by its own metric.
+    """
+    sensors: set[str] = set()
+    markers: list[tuple[str, bytes]] = []
+    for topic in sorted(set(topics)):
+        _root, _city, sensor, fmt = topic.split("/")
+        sensors.add(sensor.lower())
+        markers.append((topic, _MARKERS[fmt]))
+    await asyncio.to_thread(publisher.publish_all, markers)
+
+    def markers_stored() -> bool:
+        with psycopg.connect(owner_dsn()) as conn:
+            row = conn.execute(
+                "SELECT count(*) FROM readings WHERE sensor_id = ANY(%s) AND metric = %s"
+                " AND time = to_timestamp(%s)",
+                (sorted(sensors), MARKER_METRIC, _MARKER_TIME),
+            ).fetchone()
+        return row is not None and row[0] == len(sensors)
+
+    await wait_for(markers_stored, timeout_s, f"the markers of {len(sensors)} sensors stored")
+    await wait_for(ns.caught_up, 30, f"{ns.name}'s consumer group committed to the end of raw")
