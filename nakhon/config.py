@@ -60,8 +60,14 @@ class MqttSettings(BaseModel):
     #: TLS: a client certificate and its key, for a broker that asks for one.
     tls_cert_file: Path | None = None
     tls_key_file: Path | None = None
-    #: Shared-subscription group; every gateway in the group gets a share of the messages.
-    share_group: str = "nakhon"
+    #: Shared-subscription group: every gateway in the group gets a share of the
+    #: messages. Empty (the default): the gateway subscribes to its filters
+    #: themselves, which Mosquitto 2.0 keeps in its persistent session across a
+    #: broker restart; it does not keep shared subscriptions, so messages
+    #: published between a restart and the gateway's reconnect would be lost.
+    #: Several gateways on Mosquitto: give each disjoint NAKHON_MQTT_TOPIC_FILTERS.
+    #: Set a group only on a broker that persists shared subscriptions.
+    share_group: str = ""
     topic_filters: list[str] = Field(default_factory=lambda: list(DEFAULT_TOPIC_FILTERS))
     keepalive_s: int = 30
     #: Session expiry the broker honours after a disconnect (seconds).

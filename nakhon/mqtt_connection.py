@@ -15,12 +15,13 @@ import paho.mqtt.client as mqtt
 from paho.mqtt.enums import CallbackAPIVersion
 
 from nakhon.config import MqttSettings
+from nakhon.local_stack import LOCAL_STACK
 
 
 @dataclass(frozen=True, slots=True)
 class MqttEndpoint:
     host: str = "127.0.0.1"
-    port: int = 1883
+    port: int = LOCAL_STACK.mqtt_port
     #: CA certificate(s) to verify the broker with; set it to use TLS.
     tls_ca_file: Path | None = None
     #: Client certificate and key, for brokers that ask for one (X.509 authentication).
@@ -65,3 +66,8 @@ class MqttEndpoint:
     def connect(self, client: mqtt.Client, keepalive: int = 30, **kwargs: Any) -> None:
         """Connect now (raises OSError if the broker cannot be reached)."""
         client.connect(self.host, self.port, keepalive=keepalive, **kwargs)
+
+
+def subscription(share_group: str | None, topic_filter: str) -> str:
+    """What a gateway subscribes to for ``topic_filter``: the filter, or its shared form."""
+    return f"$share/{share_group}/{topic_filter}" if share_group else topic_filter

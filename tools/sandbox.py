@@ -196,6 +196,13 @@ class PipelineNamespace:
     #: stack's plaintext listener unless given (``nakhon bench`` passes its
     #: settings, so a SASL_SSL configuration is measured end to end).
     kafka: KafkaSettings = field(default_factory=lambda: KafkaSettings(bootstrap_servers=KAFKA))
+    #: The broker of the namespace's gateway and publishers: the stack's, unless a
+    #: test brings its own to restart (tools/private_broker.py) with its admin.
+    mqtt_port: int = LOCAL_STACK.mqtt_port
+    admin: Callable[[], DynsecAdmin] = broker_admin
+    #: The gateway's shared-subscription group; None (the default, as in
+    #: production): it subscribes to its filters themselves.
+    share_group: str | None = None
 
     @property
     def root(self) -> str:
@@ -231,14 +238,14 @@ class PipelineNamespace:
         return [f"{self.root}/#", f"{self.root}-ttn/#", f"{self.root}-cs/#"]
 
     def _identities(self) -> tuple[Identity, Identity]:
-        gateway = gateway_identity(self.name, self.name, self.topic_filters)
+        gateway = gateway_identity(self.name, self.share_group, self.topic_filters)
         return gateway, bridge_identity(self.name, self.topic_filters)
 
     async def prepare(self) -> None:
         """Create the namespace's Kafka topics and its gateway's and publisher's credentials."""
         await self.create_topics()
         gateway, publisher = self._identities()
-        with broker_admin() as admin:
+        with self.admin() as admin:
             self.gateway_credentials, self.publisher_credentials = provision.create(
                 admin, [(gateway, None), (publisher, None)]
             )
@@ -257,7 +264,8 @@ class PipelineNamespace:
         env.update(
             {
                 "NAKHON_MQTT_TOPIC_FILTERS": json.dumps(self.topic_filters),
-                "NAKHON_MQTT_SHARE_GROUP": self.name,
+                "NAKHON_MQTT_PORT": str(self.mqtt_port),
+                "NAKHON_MQTT_SHARE_GROUP": self.share_group or "",
                 "NAKHON_MQTT_USERNAME": gw.username,
                 "NAKHON_MQTT_PASSWORD": gw.password,
                 "NAKHON_MQTT_CLIENT_ID": gw.clientid or "",
@@ -337,12 +345,13 @@ class PipelineNamespace:
         if any(svc.command == "gateway" for svc in self.services):
             end_session(
                 MqttSettings(
+                    port=self.mqtt_port,
                     username=gw.username,
                     password=SecretStr(gw.password),
                     client_id=gw.clientid or "",
                 )
             )
-        with broker_admin() as admin:
+        with self.admin() as admin:
             for identity in self._identities():
                 provision.revoke(admin, identity)
 

@@ -11,7 +11,7 @@ import csv
 import json
 import os
 import sys
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -24,7 +24,7 @@ from nakhon.config import DEFAULT_TOPIC_FILTERS, Settings, load_settings
 from nakhon.env_file import read_env_file, update_env_file
 from nakhon.identity import provision
 from nakhon.identity.certificates import CertificateError, issue_device_certificate
-from nakhon.identity.dynsec import DynsecAdmin, DynsecError, write_initial_config
+from nakhon.identity.dynsec import DynsecAdmin, DynsecError, set_role_acls, write_initial_config
 from nakhon.identity.provision import Credentials, ProvisionError
 from nakhon.identity.roles import (
     Identity,
@@ -323,7 +323,14 @@ def _register_gateways(sub: argparse._SubParsersAction[argparse.ArgumentParser])
         ),
     )
     add.add_argument("name", metavar="NAME", help="1-64 of [a-z0-9_-]")
-    add.add_argument("--share-group", default="nakhon", help="shared subscription group")
+    add.add_argument(
+        "--share-group",
+        default="",
+        help=(
+            "read only through this shared subscription group (default: none, the filters "
+            "themselves, which Mosquitto 2.0 keeps across its restarts)"
+        ),
+    )
     add.add_argument(
         "--topic",
         action="append",
@@ -368,7 +375,7 @@ def run_add(args: argparse.Namespace) -> int:
     def add(admin: DynsecAdmin) -> int:
         [creds] = provision.create(admin, [(identity, args.password)])
         if getattr(args, "env_file", None):
-            update_env_file(args.env_file, _gateway_env(creds))
+            update_env_file(args.env_file, _gateway_env(creds, args.share_group, args.topic))
             print(f"gateway {creds.username}: credentials written to {args.env_file}")
         else:
             _print_credentials(creds, args.json)
@@ -377,12 +384,19 @@ def run_add(args: argparse.Namespace) -> int:
     return _with_admin(settings, add)
 
 
-def _gateway_env(creds: Credentials) -> dict[str, str]:
-    return {
+def _gateway_env(
+    creds: Credentials, share_group: str = "", filters: Sequence[str] | None = None
+) -> dict[str, str]:
+    """A gateway's NAKHON_MQTT_* settings: its login, and what its role lets it read."""
+    env = {
         "NAKHON_MQTT_USERNAME": creds.username,
         "NAKHON_MQTT_PASSWORD": creds.password,
         "NAKHON_MQTT_CLIENT_ID": creds.clientid or "",
+        "NAKHON_MQTT_SHARE_GROUP": share_group,
     }
+    if filters:
+        env["NAKHON_MQTT_TOPIC_FILTERS"] = json.dumps(list(filters))
+    return env
 
 
 def _identity_named(kind: str, name: str) -> Identity:
@@ -470,7 +484,7 @@ def _register_broker(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -
     init.add_argument("--dynsec-file", type=Path, required=True, metavar="DYNSEC_FILE")
     init.add_argument("--env-file", type=Path, required=True, metavar="ENV_FILE")
     init.add_argument("--gateway", default="local", metavar="GATEWAY", help="default: local")
-    init.add_argument("--share-group", default="nakhon", help="default: nakhon")
+    init.add_argument("--share-group", default="", help="shared subscription group (default: none)")
     init.add_argument(
         "--dynsec-owner",
         metavar="UID:GID",
@@ -488,7 +502,14 @@ def run_broker_init(args: argparse.Namespace) -> int:
     env = read_env_file(env_file)
     if dynsec.exists():
         if env.get("NAKHON_MQTT_ADMIN_PASSWORD") and env.get("NAKHON_MQTT_PASSWORD"):
-            print(f"{dynsec} exists, credentials in {env_file}: nothing to do")
+            # An earlier version's gateway role (e.g. shared subscriptions only): brought to
+            # what this version's gateway subscribes to.
+            gateway = gateway_identity(args.gateway, args.share_group, DEFAULT_TOPIC_FILTERS)
+            update_env_file(env_file, {"NAKHON_MQTT_SHARE_GROUP": args.share_group})
+            if set_role_acls(dynsec, gateway):
+                print(f"{dynsec}: role {gateway.rolename} updated to {gateway.subscribe_topics}")
+            else:
+                print(f"{dynsec} exists, credentials in {env_file}: nothing to do")
             return EXIT_OK
         print(
             f"error: {dynsec} exists but {env_file} lacks the credentials made with it; "
@@ -502,7 +523,7 @@ def run_broker_init(args: argparse.Namespace) -> int:
     update_env_file(
         env_file,
         {"NAKHON_MQTT_ADMIN_PASSWORD": admin_pw}
-        | _gateway_env(Credentials.of(gateway, gateway_pw)),
+        | _gateway_env(Credentials.of(gateway, gateway_pw), args.share_group),
     )
     for path, owner in ((dynsec, args.dynsec_owner), (env_file, args.env_owner)):
         if owner:

@@ -16,6 +16,7 @@ from __future__ import annotations
 import base64
 import hashlib
 import json
+import os
 import secrets
 import threading
 from collections.abc import Sequence
@@ -121,6 +122,34 @@ def write_initial_config(path: Path, identities: Sequence[tuple[Identity, str]])
     with fd:
         path.chmod(0o600)
         json.dump(initial_config(identities), fd, indent=1)
+
+
+def set_role_acls(path: Path, identity: Identity) -> bool:
+    """Give ``identity``'s role in the plugin's file exactly its ACLs; True if that changed it.
+
+    For a broker that is not running (the plugin rewrites its file as it runs):
+    ``nakhon broker init`` brings the local gateway's role up to date this way.
+    The file keeps its owner and mode.
+    """
+    config = json.loads(path.read_text(encoding="utf-8"))
+    wanted = [a.to_json() for a in identity.acls]
+    for role in config.get("roles", []):
+        if role.get("rolename") == identity.rolename:
+            if role.get("acls") == wanted:
+                return False
+            role["acls"] = wanted
+            break
+    else:
+        return False
+    before = path.stat()
+    tmp = path.with_name(path.name + ".new")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w", encoding="utf-8") as f:
+        json.dump(config, f, indent=1)
+    if os.geteuid() == 0:
+        os.chown(tmp, before.st_uid, before.st_gid)
+    os.replace(tmp, path)
+    return True
 
 
 class DynsecAdmin:

@@ -7,8 +7,9 @@ tenancy"):
   ``city/<its city>/<its id>/``, and subscribe to nothing;
 - a **bridge** (username ``bridge:<name>``: a LoRaWAN network server, a vendor
   cloud) may publish only under the topic filters it was given;
-- a **gateway** (username ``gateway:<name>``) may subscribe only to
-  ``$share/<its group>/<filter>`` and receive only its filters' messages; it
+- a **gateway** (username ``gateway:<name>``) may subscribe only to its
+  filters (or ``$share/<its group>/<filter>``, when it has a shared
+  subscription group) and receive only its filters' messages; it
   must connect with its own client id, which is random, so nobody can guess it
   and take over its persistent session.
 
@@ -27,6 +28,7 @@ from dataclasses import dataclass
 from typing import Any, Literal
 
 from nakhon.domain.identifiers import is_city_id, is_sensor_id
+from nakhon.mqtt_connection import subscription
 
 AclType = Literal[
     "publishClientSend", "publishClientReceive", "subscribePattern", "unsubscribePattern"
@@ -138,15 +140,22 @@ def bridge_identity(name: str, filters: Sequence[str]) -> Identity:
 
 
 def gateway_identity(
-    name: str, share_group: str, filters: Sequence[str], clientid: str | None = None
+    name: str, share_group: str | None, filters: Sequence[str], clientid: str | None = None
 ) -> Identity:
-    """A gateway: reads ``filters`` only through its shared subscription group."""
+    """A gateway: reads ``filters`` only, through ``share_group`` when one is given.
+
+    Without a group (the default) it subscribes to the filters themselves, the
+    subscription Mosquitto 2.0 keeps across its own restart; with one, only
+    through ``$share/<group>/``, which Mosquitto 2.0 forgets when it restarts
+    (docs/architecture.md, "Delivery guarantee").
+    """
     _check_name(name, "gateway")
-    _check_name(share_group, "share group")
+    if share_group:
+        _check_name(share_group, "share group")
     if not filters:
         raise IdentityError("a gateway needs at least one topic filter")
     checked = [_check_filter(f) for f in filters]
-    acls = [Acl("subscribePattern", f"$share/{share_group}/{f}") for f in checked]
+    acls = [Acl("subscribePattern", subscription(share_group, f)) for f in checked]
     acls += [Acl("publishClientReceive", f) for f in checked]
     return Identity(
         kind="gateway",

@@ -25,7 +25,7 @@ from paho.mqtt.subscribeoptions import SubscribeOptions
 
 from nakhon.config import MqttSettings
 from nakhon.domain.raw_record import MqttMessage
-from nakhon.mqtt_connection import MqttEndpoint
+from nakhon.mqtt_connection import MqttEndpoint, subscription
 
 log = logging.getLogger(__name__)
 
@@ -67,7 +67,7 @@ class ConnectionChange:
 
 
 class MqttSource:
-    """Subscribes through shared subscriptions and hands messages to an asyncio callback."""
+    """Subscribes to its topic filters (shared, with a group) and hands messages to asyncio."""
 
     def __init__(
         self,
@@ -88,6 +88,8 @@ class MqttSource:
         self._connection = 0
         self._accepting = True
         self.connected = False
+        #: True once the broker granted every subscription on the current connection.
+        self.subscribed = False
         self._endpoint = MqttEndpoint.from_settings(settings)
         self._client = self._endpoint.client(settings.client_id, manual_ack=True)
         if settings.username:
@@ -102,7 +104,7 @@ class MqttSource:
     @property
     def subscriptions(self) -> list[str]:
         group = self._settings.share_group
-        return [f"$share/{group}/{f}" for f in self._settings.topic_filters]
+        return [subscription(group, f) for f in self._settings.topic_filters]
 
     def start(self, loop: asyncio.AbstractEventLoop) -> None:
         """Connect (retrying in the background until the broker answers)."""

@@ -47,12 +47,12 @@ class Publisher:
     It connects as ``credentials`` (a namespace's publishing bridge, or a device).
     """
 
-    def __init__(self, credentials: Credentials | None) -> None:
+    def __init__(self, credentials: Credentials | None, port: int = LOCAL_STACK.mqtt_port) -> None:
         assert credentials is not None, "prepare() the namespace first"
         self._client = mqtt.Client(CallbackAPIVersion.VERSION2, protocol=mqtt.MQTTv5)
         self._client.username_pw_set(credentials.username, credentials.password)
         self._client.max_inflight_messages_set(1000)
-        self._client.connect("127.0.0.1", LOCAL_STACK.mqtt_port)
+        self._client.connect("127.0.0.1", port)
         self._client.loop_start()
 
     def publish(self, topic: str, payload: bytes) -> mqtt.MQTTMessageInfo:

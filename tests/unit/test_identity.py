@@ -10,7 +10,12 @@ from pathlib import Path
 import pytest
 
 from nakhon.env_file import read_env_file, update_env_file
-from nakhon.identity.dynsec import create_commands, initial_config, write_initial_config
+from nakhon.identity.dynsec import (
+    create_commands,
+    initial_config,
+    set_role_acls,
+    write_initial_config,
+)
 from nakhon.identity.roles import (
     DEFAULT_ACL_ACCESS,
     IdentityError,
@@ -80,6 +85,16 @@ def test_a_gateway_reads_only_through_its_share_group_with_a_random_client_id() 
     assert len(g1.clientid.rsplit("-", 1)[1]) == 24  # 96 random bits
 
 
+def test_a_gateway_without_a_share_group_reads_its_filters_themselves() -> None:
+    g = gateway_identity("local", None, ["city/#", "v3/+/devices/+/up"])
+    assert g.subscribe_topics == ["city/#", "v3/+/devices/+/up"]  # never a $share/... form
+    assert gateway_identity("local", "", ["city/#"]).subscribe_topics == ["city/#"]
+    receive = [a.topic for a in g.acls if a.acltype == "publishClientReceive"]
+    assert receive == ["city/#", "v3/+/devices/+/up"]
+    with pytest.raises(IdentityError):
+        gateway_identity("local", None, ["#"])
+
+
 def test_usernames_of_kinds_cannot_collide() -> None:
     assert kind_of("aq-7") == "device"
     assert kind_of("bridge:ttn") == "bridge"
@@ -129,6 +144,21 @@ def test_the_initial_file_holds_hashes_mosquitto_can_check(tmp_path: Path) -> No
     assert base64.b64encode(digest).decode() == client["password"]
     with pytest.raises(FileExistsError):
         write_initial_config(path, [(admin_identity(), "again")])
+
+
+def test_an_earlier_gateway_role_is_brought_up_to_date_in_the_file(tmp_path: Path) -> None:
+    path = tmp_path / "dynamic-security.json"
+    shared = gateway_identity("local", "nakhon", ["city/#"])
+    write_initial_config(path, [(admin_identity(), "a"), (shared, "g")])
+    clients_before = json.loads(path.read_text())["clients"]
+    plain = gateway_identity("local", None, ["city/#"], clientid=shared.clientid)
+    assert set_role_acls(path, plain) is True
+    config = json.loads(path.read_text())
+    [role] = [r for r in config["roles"] if r["rolename"] == "gateway:local"]
+    assert [a["topic"] for a in role["acls"] if a["acltype"] == "subscribePattern"] == ["city/#"]
+    assert config["clients"] == clients_before  # passwords and client ids untouched
+    assert path.stat().st_mode & 0o777 == 0o600
+    assert set_role_acls(path, plain) is False  # already so: the file is left alone
 
 
 def test_the_initial_file_refuses_by_default() -> None:

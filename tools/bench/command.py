@@ -96,7 +96,7 @@ async def _bench(args: argparse.Namespace, settings: Settings) -> dict[str, Any]
     login = Broker(
         publisher=ns.publisher_credentials,
         subscriber=ns.gateway_credentials,
-        share_group=ns.name,
+        share_group=ns.share_group,
     )
     root = f"{ns.root}/ceiling"
     _step("ceiling: Mosquitto alone, C clients, each logged in (50,000 QoS 1 messages)")

@@ -34,7 +34,7 @@ class Broker:
     ca_file: Path | None = None
     publisher: Credentials | None = None
     subscriber: Credentials | None = None
-    #: The subscriber's shared-subscription group (a gateway may read only through it).
+    #: The subscriber's shared-subscription group, when its gateway role reads through one.
     share_group: str | None = None
 
 

@@ -158,7 +158,7 @@ import secrets
 import sys
 from pathlib import Path
 
-from nakhon.identity.env_file import read_env_file, update_env_file
+from nakhon.env_file import read_env_file, update_env_file
 
 env_file, props, user = Path(sys.argv[1]), Path(sys.argv[2]), sys.argv[3]
 env = read_env_file(env_file)
