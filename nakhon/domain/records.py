@@ -84,6 +84,8 @@ class Stage(StrEnum):
     VALIDATE = "validate"
     NORMALIZE = "normalize"
     ENRICH = "enrich"
+    #: The database refused the payload's rows (``storage_rejected``).
+    STORE = "store"
 
 
 @dataclass(frozen=True, slots=True)

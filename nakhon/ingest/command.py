@@ -5,16 +5,19 @@ from __future__ import annotations
 import argparse
 import asyncio
 import logging
+from collections.abc import Callable
 
+from aiokafka import AIOKafkaProducer
 from prometheus_client import CollectorRegistry
 
 from nakhon.cli import configure_logging
 from nakhon.config import Settings, load_settings
+from nakhon.domain.raw_record import MqttMessage
 from nakhon.health_server import HealthServer
 from nakhon.ingest.gateway import Gateway
 from nakhon.ingest.metrics import GatewayMetrics
-from nakhon.ingest.mqtt_source import end_session
-from nakhon.kafka_client import KafkaSecurityError, kafka_client_options
+from nakhon.ingest.mqtt_source import MqttSource, end_session
+from nakhon.kafka_client import KafkaSecurityError, kafka_client_options, kafka_producer_options
 from nakhon.service_runner import run_until_signal
 
 log = logging.getLogger("nakhon.gateway")
@@ -61,9 +64,24 @@ def run_gateway(args: argparse.Namespace) -> int:
     return 0
 
 
+def build_gateway(settings: Settings, metrics: GatewayMetrics) -> Gateway:
+    """The gateway with its production clients: aiokafka's producer, paho's MQTT session.
+    Call it inside the event loop (aiokafka's producer binds to it)."""
+    producer = AIOKafkaProducer(**kafka_producer_options(settings.kafka), request_timeout_ms=15_000)
+
+    def mqtt_source(
+        on_message: Callable[[MqttMessage], None], on_connection_change: Callable[[int, bool], None]
+    ) -> MqttSource:
+        return MqttSource(
+            settings.mqtt, settings.gateway.max_inflight, on_message, on_connection_change
+        )
+
+    return Gateway(settings.kafka, settings.gateway, metrics, producer, mqtt_source)
+
+
 async def _serve(settings: Settings) -> None:
     registry = CollectorRegistry()
-    gateway = Gateway(settings.mqtt, settings.kafka, settings.gateway, GatewayMetrics(registry))
+    gateway = build_gateway(settings, GatewayMetrics(registry))
     health = HealthServer(
         registry, gateway.readiness, settings.gateway.metrics_host, settings.gateway.metrics_port
     )

@@ -22,17 +22,15 @@ import logging
 import math
 import time
 from collections import deque
-from typing import Any
+from collections.abc import Callable
+from typing import Any, Protocol
 
-from aiokafka import AIOKafkaProducer
 from aiokafka.errors import KafkaError, MessageSizeTooLargeError
 
-from nakhon.config import GatewaySettings, KafkaSettings, MqttSettings
+from nakhon.config import GatewaySettings, KafkaSettings
 from nakhon.domain.raw_record import MqttMessage, raw_headers
 from nakhon.ingest.ack_queue import AckQueue, AckSlot
 from nakhon.ingest.metrics import GatewayMetrics
-from nakhon.ingest.mqtt_source import MqttSource
-from nakhon.kafka_client import kafka_producer_options
 
 log = logging.getLogger(__name__)
 
@@ -42,25 +40,57 @@ _RETRY_MAX_S = 10.0
 _DROP_WARNING_INTERVAL_S = 10.0
 
 
+class RecordProducer(Protocol):
+    """What the gateway calls on its Kafka producer (aiokafka's, in production)."""
+
+    async def start(self) -> None: ...
+    async def stop(self) -> None: ...
+    async def send(
+        self, topic: str, value: bytes, key: bytes, headers: list[tuple[str, bytes]]
+    ) -> asyncio.Future[Any]:
+        """Queue a record; the future resolves when Kafka acknowledged it."""
+        ...
+
+
+class MessageSource(Protocol):
+    """What the gateway calls on its MQTT side (:class:`~nakhon.ingest.mqtt_source.MqttSource`)."""
+
+    connected: bool
+    subscribed: bool
+
+    def start(self, loop: asyncio.AbstractEventLoop) -> None: ...
+    def stop_accepting(self) -> None: ...
+    def ack(self, mid: int, qos: int, connection: int) -> None: ...
+    def stop(self) -> None: ...
+
+
+#: Builds the gateway's source from the gateway's two callbacks: a message taken
+#: from the broker, and a connection (its number) going up or down.
+SourceFactory = Callable[
+    [Callable[[MqttMessage], None], Callable[[int, bool], None]], MessageSource
+]
+
+
 class Gateway:
-    """Forwards MQTT messages to Kafka; ``async with`` starts and drains it."""
+    """Forwards MQTT messages to Kafka; ``async with`` starts and drains it.
+
+    Its clients are given, not built (``nakhon/ingest/command.py`` builds the
+    production ones): a test can hand it stand-ins.
+    """
 
     def __init__(
         self,
-        mqtt_settings: MqttSettings,
         kafka_settings: KafkaSettings,
         settings: GatewaySettings,
         metrics: GatewayMetrics,
+        producer: RecordProducer,
+        source: SourceFactory,
     ) -> None:
         self._kafka_settings = kafka_settings
         self._settings = settings
         self._metrics = metrics
-        self._producer = AIOKafkaProducer(
-            **kafka_producer_options(kafka_settings), request_timeout_ms=15_000
-        )
-        self._source = MqttSource(
-            mqtt_settings, settings.max_inflight, self._on_message, self._on_connection_change
-        )
+        self._producer = producer
+        self._source = source(self._on_message, self._on_connection_change)
         self._acks = AckQueue(self._send_puback)
         self._connection = 0
         self._queue: deque[tuple[MqttMessage, AckSlot, float]] = deque()

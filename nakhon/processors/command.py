@@ -6,12 +6,13 @@ import argparse
 import asyncio
 import logging
 
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from prometheus_client import CollectorRegistry
 
 from nakhon.cli import configure_logging
 from nakhon.config import MissingDsnError, Settings, load_settings
 from nakhon.health_server import HealthServer
-from nakhon.kafka_client import KafkaSecurityError, kafka_client_options
+from nakhon.kafka_client import KafkaSecurityError, kafka_client_options, kafka_producer_options
 from nakhon.processors.metrics import ProcessorMetrics
 from nakhon.processors.normalize import NormalizePolicy
 from nakhon.processors.pipeline import Pipeline
@@ -63,19 +64,41 @@ def run_processor(args: argparse.Namespace) -> int:
     return 0
 
 
+def build_processor(
+    settings: Settings, router: Router, dsn: str, metrics: ProcessorMetrics
+) -> Processor:
+    """The processor with its production clients: aiokafka's consumer and producer, psycopg's
+    writer. Call it inside the event loop (aiokafka's clients bind to it)."""
+    kafka = settings.kafka
+    consumer = AIOKafkaConsumer(
+        kafka.raw_topic,
+        **kafka_client_options(kafka),
+        group_id=kafka.consumer_group,
+        enable_auto_commit=False,
+        auto_offset_reset="earliest",
+        max_poll_records=settings.processor.batch_max_records,
+        fetch_max_bytes=64 * 1024 * 1024,
+        max_partition_fetch_bytes=8 * 1024 * 1024,
+    )
+    pipeline = Pipeline(
+        router,
+        NormalizePolicy.from_settings(settings.processor),
+        strict_sensors=settings.processor.strict_sensors,
+    )
+    return Processor(
+        kafka,
+        settings.processor,
+        pipeline,
+        ReadingWriter(dsn),
+        metrics,
+        consumer,
+        AIOKafkaProducer(**kafka_producer_options(kafka)),
+    )
+
+
 async def _serve(settings: Settings, router: Router, dsn: str) -> None:
     registry = CollectorRegistry()
-    processor = Processor(
-        settings.kafka,
-        settings.processor,
-        Pipeline(
-            router,
-            NormalizePolicy.from_settings(settings.processor),
-            strict_sensors=settings.processor.strict_sensors,
-        ),
-        ReadingWriter(dsn),
-        ProcessorMetrics(registry),
-    )
+    processor = build_processor(settings, router, dsn, ProcessorMetrics(registry))
     port = settings.processor.metrics_port
     health = HealthServer(registry, processor.readiness, settings.processor.metrics_host, port)
     await health.start()

@@ -3,14 +3,16 @@
 The processor calls :func:`process_batch` on each Kafka batch and gets back
 everything it must make durable before committing the batch's offsets: rows
 for TimescaleDB, dead letters for ``nakhon.deadletter``, readings for
-``nakhon.readings``.
+``nakhon.readings``. Outcomes are frozen: a later step that changes its mind
+(the database refusing a payload's rows) builds a new outcome, so what the
+pipeline said stays what it said.
 """
 
 from __future__ import annotations
 
 import logging
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 from nakhon.domain.records import Position, RawRecord, Reading, Rejection, Stage
 from nakhon.processors.codecs.base import DecodeError
@@ -19,6 +21,14 @@ from nakhon.processors.normalize import Normalized, NormalizePolicy, normalize
 from nakhon.processors.routing import RouteError, Router
 
 log = logging.getLogger(__name__)
+
+#: The reason a payload is dead-lettered with when a step raised something it
+#: should not have (a bug, not the payload's fault), by the step that raised it.
+BUG_REASONS = {
+    Stage.DECODE: "codec_error",
+    Stage.NORMALIZE: "normalize_error",
+    Stage.ENRICH: "enrich_error",
+}
 
 
 @dataclass(frozen=True, slots=True)
@@ -31,20 +41,22 @@ class DeadLetter:
     whole: bool
 
 
-@dataclass(slots=True)
+@dataclass(frozen=True, slots=True)
 class RecordOutcome:
+    """What became of one raw record: rows to store, and why the rest was refused."""
+
     record: RawRecord
-    readings: list[Reading] = field(default_factory=list)
-    positions: list[Position] = field(default_factory=list)
-    rejections: list[Rejection] = field(default_factory=list)
-    unknown_metrics: list[str] = field(default_factory=list)
-    #: Set when the payload as a whole was refused (route or decode).
+    readings: tuple[Reading, ...] = ()
+    positions: tuple[Position, ...] = ()
+    rejections: tuple[Rejection, ...] = ()
+    unknown_metrics: tuple[str, ...] = ()
+    #: Set when nothing of the payload is stored (refused whole, or every value).
     whole_rejection: bool = False
 
 
-@dataclass(slots=True)
+@dataclass(frozen=True, slots=True)
 class BatchOutcome:
-    outcomes: list[RecordOutcome]
+    outcomes: tuple[RecordOutcome, ...]
 
     @property
     def readings(self) -> list[Reading]:
@@ -56,7 +68,7 @@ class BatchOutcome:
 
     def dead_letters(self) -> list[DeadLetter]:
         return [
-            DeadLetter(o.record, tuple(o.rejections), o.whole_rejection)
+            DeadLetter(o.record, o.rejections, o.whole_rejection)
             for o in self.outcomes
             if o.rejections
         ]
@@ -83,41 +95,45 @@ class Pipeline:
         self._strict_sensors = strict_sensors
 
     def process(self, record: RawRecord) -> RecordOutcome:
-        outcome = RecordOutcome(record)
         try:
             codec, ctx = self._router.route(record.mqtt_topic, record.received_at)
         except RouteError as exc:
-            outcome.rejections.append(Rejection(exc.reason, exc.detail, Stage.ROUTE))
-            outcome.whole_rejection = True
-            return outcome
+            return _refused(record, Rejection(exc.reason, exc.detail, Stage.ROUTE))
+        step = Stage.DECODE
         try:
             decoded = codec.decode(record.payload, ctx)
+            step = Stage.NORMALIZE
             normalized: Normalized = normalize(decoded, ctx, self._policy)
+            step = Stage.ENRICH
             enrich(normalized, ctx, self.directory, strict=self._strict_sensors)
         except DecodeError as exc:
-            outcome.rejections.append(
-                Rejection(exc.reason, exc.detail, Stage.DECODE, sensor_id=ctx.sensor_id)
+            return _refused(
+                record, Rejection(exc.reason, exc.detail, Stage.DECODE, sensor_id=ctx.sensor_id)
             )
-            outcome.whole_rejection = True
-            return outcome
         except Exception as exc:
-            # A codec bug must not become a poison pill that stops the
-            # partition: the payload goes to the dead letters with the error,
-            # to be replayed from nakhon.raw once the codec is fixed.
-            log.exception("codec %s failed on a payload of %s", codec.name, record.mqtt_topic)
-            outcome.rejections.append(
-                Rejection("codec_error", f"{type(exc).__name__}: {exc}"[:500], Stage.DECODE)
+            # A bug in a codec, in normalization or in enrichment must not
+            # become a poison pill that stops the partition: the payload goes
+            # to the dead letters with the error and the step that raised it,
+            # to be replayed from nakhon.raw once the bug is fixed.
+            log.exception(
+                "%s failed on a payload of %s (codec %s)", step.value, record.mqtt_topic, codec.name
             )
-            outcome.whole_rejection = True
-            return outcome
-        outcome.readings = normalized.readings
-        outcome.positions = normalized.positions
-        outcome.rejections = normalized.rejections
-        outcome.unknown_metrics = normalized.unknown_metrics
-        outcome.whole_rejection = bool(normalized.rejections) and not (
-            normalized.readings or normalized.positions
+            detail = f"{type(exc).__name__}: {exc}"[:500]
+            return _refused(record, Rejection(BUG_REASONS[step], detail, step))
+        return RecordOutcome(
+            record,
+            readings=tuple(normalized.readings),
+            positions=tuple(normalized.positions),
+            rejections=tuple(normalized.rejections),
+            unknown_metrics=tuple(normalized.unknown_metrics),
+            whole_rejection=bool(normalized.rejections)
+            and not (normalized.readings or normalized.positions),
         )
-        return outcome
 
     def process_batch(self, records: Sequence[RawRecord]) -> BatchOutcome:
-        return BatchOutcome([self.process(r) for r in records])
+        return BatchOutcome(tuple(self.process(r) for r in records))
+
+
+def _refused(record: RawRecord, rejection: Rejection) -> RecordOutcome:
+    """The outcome of a payload refused as a whole."""
+    return RecordOutcome(record, rejections=(rejection,), whole_rejection=True)

@@ -22,13 +22,15 @@ repeat a record there.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
 import math
 import time
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Collection, Sequence
+from typing import Any, Protocol
 
 import psycopg
-from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRecord, TopicPartition
+from aiokafka import ConsumerRecord, TopicPartition
 from aiokafka.errors import (
     CommitFailedError,
     IllegalStateError,
@@ -38,8 +40,7 @@ from aiokafka.errors import (
 
 from nakhon.config import KafkaSettings, ProcessorSettings
 from nakhon.domain.raw_record import decode_raw_record
-from nakhon.domain.records import Rejection, Stage
-from nakhon.kafka_client import kafka_client_options, kafka_producer_options
+from nakhon.domain.records import Position, Reading, Rejection, Stage
 from nakhon.processors.metrics import ProcessorMetrics
 from nakhon.processors.outputs import (
     OutRecord,
@@ -49,7 +50,7 @@ from nakhon.processors.outputs import (
 )
 from nakhon.processors.pipeline import BatchOutcome, DeadLetter, Pipeline, RecordOutcome
 from nakhon.storage.errors import classify, is_transient
-from nakhon.storage.writer import ReadingWriter
+from nakhon.storage.writer import WriteResult
 
 log = logging.getLogger(__name__)
 
@@ -67,33 +68,67 @@ class ShuttingDown(Exception):
     """Raised inside a batch when a shutdown interrupts a retry: nothing is committed."""
 
 
+class RawConsumer(Protocol):
+    """What the processor calls on its consumer of ``nakhon.raw`` (aiokafka's, in production)."""
+
+    async def start(self) -> None: ...
+    async def stop(self) -> None: ...
+    async def getmany(self, *, timeout_ms: int, max_records: int) -> KafkaBatch: ...
+    async def commit(self, offsets: dict[TopicPartition, int]) -> None: ...
+    def highwater(self, partition: TopicPartition) -> int | None: ...
+
+
+class RecordProducer(Protocol):
+    """What the processor calls on its producer (aiokafka's, in production)."""
+
+    async def start(self) -> None: ...
+    async def stop(self) -> None: ...
+    async def send(
+        self, topic: str, value: bytes, key: bytes, headers: list[tuple[str, bytes]]
+    ) -> asyncio.Future[Any]:
+        """Queue a record; the future resolves when Kafka acknowledged it."""
+        ...
+
+
+class ReadingStore(Protocol):
+    """What the processor calls on the database (:class:`~nakhon.storage.writer.ReadingWriter`)."""
+
+    async def connect(self) -> None: ...
+    async def close(self) -> None: ...
+    async def write(
+        self, readings: Sequence[Reading], positions: Sequence[Position]
+    ) -> WriteResult: ...
+    async def sensor_cities(self) -> dict[str, str]: ...
+    async def registered_cities(self) -> frozenset[str]: ...
+    async def registry_entries(
+        self, sensor_ids: Collection[str], cities: Collection[str]
+    ) -> tuple[dict[str, str], frozenset[str]]: ...
+
+
 class Processor:
-    """Consumes ``nakhon.raw`` in a consumer group; ``start``, ``run``, ``stop``."""
+    """Consumes ``nakhon.raw`` in a consumer group; ``start``, ``run``, ``stop``.
+
+    Its clients are given, not built (``nakhon/processors/command.py`` builds
+    the production ones): a test can hand it stand-ins.
+    """
 
     def __init__(
         self,
         kafka: KafkaSettings,
         settings: ProcessorSettings,
         pipeline: Pipeline,
-        writer: ReadingWriter,
+        writer: ReadingStore,
         metrics: ProcessorMetrics,
+        consumer: RawConsumer,
+        producer: RecordProducer,
     ) -> None:
         self._kafka = kafka
         self._settings = settings
         self._pipeline = pipeline
         self._writer = writer
         self._metrics = metrics
-        self._consumer = AIOKafkaConsumer(
-            kafka.raw_topic,
-            **kafka_client_options(kafka),
-            group_id=kafka.consumer_group,
-            enable_auto_commit=False,
-            auto_offset_reset="earliest",
-            max_poll_records=settings.batch_max_records,
-            fetch_max_bytes=64 * 1024 * 1024,
-            max_partition_fetch_bytes=8 * 1024 * 1024,
-        )
-        self._producer = AIOKafkaProducer(**kafka_producer_options(kafka))
+        self._consumer = consumer
+        self._producer = producer
         self._stopping = asyncio.Event()
         self._db_ok = False
         self._started = False
@@ -229,22 +264,24 @@ class Processor:
         records = [decode_raw_record(m) for msgs in batch.values() for m in msgs]
         self._metrics.records_consumed.inc(len(records))
         self._metrics.batch_records.observe(len(records))
-        outcome = self._pipeline.process_batch(records)
+        judged = self._pipeline.process_batch(records)
         if await self._look_up_misses():
             # Registered since the last refresh: judge the batch again with them.
-            outcome = self._pipeline.process_batch(records)
-        await self._store(outcome.outcomes)
+            judged = self._pipeline.process_batch(records)
+        outcome = await self._store(judged)
         await self._publish(outcome)
         self._account(outcome)
         await self._commit({tp: msgs[-1].offset + 1 for tp, msgs in batch.items()})
 
-    async def _store(self, outcomes: Sequence[RecordOutcome]) -> None:
+    async def _store(self, judged: BatchOutcome) -> BatchOutcome:
+        """Write the batch's rows; returns the batch as stored (payloads the database refused
+        become dead letters)."""
         delay = _BACKOFF_MIN_S
         while True:
             try:
-                await self._write_isolating(outcomes)
+                stored = await self._write_isolating(judged.outcomes)
                 self._db_ok = True
-                return
+                return BatchOutcome(stored)
             except psycopg.Error as exc:
                 # Only "retry" errors reach here: _write_isolating absorbs data errors.
                 self._db_ok = False
@@ -264,12 +301,17 @@ class Processor:
                 await self._sleep_or_stop(delay)
                 delay = min(delay * 2, _BACKOFF_MAX_S)
 
-    async def _write_isolating(self, outcomes: Sequence[RecordOutcome]) -> None:
-        """Write ``outcomes``; on a data error, bisect down to the guilty records."""
+    async def _write_isolating(
+        self, outcomes: tuple[RecordOutcome, ...]
+    ) -> tuple[RecordOutcome, ...]:
+        """Write ``outcomes``; on a data error, bisect down to the guilty records.
+
+        Returns ``outcomes`` as stored: each guilty one replaced by its refusal.
+        """
         readings = [r for o in outcomes for r in o.readings]
         positions = [p for o in outcomes for p in o.positions]
         if not readings and not positions:
-            return
+            return outcomes
         started = time.perf_counter()
         try:
             result = await self._writer.write(readings, positions)
@@ -278,25 +320,28 @@ class Processor:
                 raise
             self._metrics.db_write_errors.labels("data").inc()
             if len(outcomes) == 1:
-                self._refuse(outcomes[0], exc)
-                return
+                return (self._refused(outcomes[0], exc),)
             half = len(outcomes) // 2
-            await self._write_isolating(outcomes[:half])
-            await self._write_isolating(outcomes[half:])
-            return
+            first = await self._write_isolating(outcomes[:half])
+            return first + await self._write_isolating(outcomes[half:])
         self._metrics.db_write_seconds.observe(time.perf_counter() - started)
         self._metrics.readings_stored.inc(result.readings_inserted)
         self._metrics.readings_duplicate.inc(len(readings) - result.readings_inserted)
         self._metrics.positions_stored.inc(result.positions_inserted)
+        return outcomes
 
-    def _refuse(self, outcome: RecordOutcome, exc: psycopg.Error) -> None:
+    @staticmethod
+    def _refused(outcome: RecordOutcome, exc: psycopg.Error) -> RecordOutcome:
+        """``outcome`` with none of its rows, and the database's refusal among its rejections."""
         log.error("the database refused a payload of %s: %s", outcome.record.mqtt_topic, exc)
-        outcome.rejections.append(
-            Rejection("storage_rejected", f"{exc.sqlstate}: {exc}"[:500], Stage.ENRICH)
+        refusal = Rejection("storage_rejected", f"{exc.sqlstate}: {exc}"[:500], Stage.STORE)
+        return dataclasses.replace(
+            outcome,
+            readings=(),
+            positions=(),
+            rejections=(*outcome.rejections, refusal),
+            whole_rejection=True,
         )
-        outcome.readings = []
-        outcome.positions = []
-        outcome.whole_rejection = True
 
     async def _publish(self, outcome: BatchOutcome) -> None:
         out: list[_Outgoing] = [

@@ -149,10 +149,10 @@ def test_the_pipeline_dead_letters_a_whole_payload_of_an_unknown_city() -> None:
     )
     payload = b'[{"n": "pm25", "u": "ug/m3", "v": 12.5}]'
     stored = pipeline.process(RawRecord("city/Bangkok/aq-1/senml", payload, NOW))
-    assert (len(stored.readings), stored.rejections) == (1, [])
+    assert (len(stored.readings), stored.rejections) == (1, ())
     assert stored.readings[0].city == "bangkok"
     refused = pipeline.process(RawRecord("city/bangkock/aq-1/senml", payload, NOW))
-    assert refused.readings == [] and refused.whole_rejection
+    assert refused.readings == () and refused.whole_rejection
     assert [(j.reason, j.stage.value) for j in refused.rejections] == [("unknown_city", "enrich")]
     assert {j.reason for j in refused.rejections} <= REASONS
 

@@ -1,22 +1,21 @@
 """The gateway's queue of QoS 0 messages is bounded (MQTT 5 Receive Maximum bounds only QoS > 0).
 
-The gateway is built with settings pointing at nothing (constructing the MQTT
-and Kafka clients connects to nothing) and its hot path is driven directly.
+The gateway is built with stand-ins for its MQTT source and Kafka producer, and
+its hot path is driven directly.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import AsyncIterator, Callable
-from typing import cast
+from collections.abc import Callable
+from typing import Any
 
 import pytest
-from aiokafka import AIOKafkaProducer
 from aiokafka.errors import MessageSizeTooLargeError
 from prometheus_client import CollectorRegistry
 
-from nakhon.config import GatewaySettings, KafkaSettings, MqttSettings
+from nakhon.config import GatewaySettings, KafkaSettings
 from nakhon.domain.raw_record import MqttMessage
 from nakhon.ingest.gateway import Gateway
 from nakhon.ingest.metrics import GatewayMetrics
@@ -24,11 +23,40 @@ from nakhon.ingest.metrics import GatewayMetrics
 CONNECTION = 1
 
 
+class SilentSource:
+    """An MQTT source nobody publishes to; the tests call the gateway's callbacks directly."""
+
+    connected = True
+    subscribed = True
+
+    def start(self, loop: asyncio.AbstractEventLoop) -> None:
+        pass
+
+    def stop_accepting(self) -> None:
+        pass
+
+    def ack(self, mid: int, qos: int, connection: int) -> None:
+        pass
+
+    def stop(self) -> None:
+        pass
+
+
+def silent_source(*callbacks: Any) -> SilentSource:
+    return SilentSource()
+
+
 class AcceptingKafka:
     """Acknowledges every record at once."""
 
     def __init__(self) -> None:
         self.values: list[bytes] = []
+
+    async def start(self) -> None:
+        pass
+
+    async def stop(self) -> None:
+        pass
 
     async def send(
         self, topic: str, value: bytes, key: bytes, headers: list[tuple[str, bytes]]
@@ -39,27 +67,23 @@ class AcceptingKafka:
         return delivery
 
 
-Make = Callable[[int], Gateway]
+Make = Callable[..., Gateway]
 
 
 @pytest.fixture
-async def make_gateway() -> AsyncIterator[Make]:
-    unused: list[AIOKafkaProducer] = []
-
-    def make(max_queued_qos0: int) -> Gateway:
+def make_gateway() -> Make:
+    def make(max_queued_qos0: int, kafka: AcceptingKafka | None = None) -> Gateway:
         gateway = Gateway(
-            MqttSettings(host="127.0.0.1", port=1),
             KafkaSettings(bootstrap_servers="127.0.0.1:1"),
             GatewaySettings(name="test", max_queued_qos0=max_queued_qos0),
             GatewayMetrics(CollectorRegistry()),
+            kafka or AcceptingKafka(),
+            silent_source,
         )
         gateway._on_connection_change(CONNECTION, True)
-        unused.append(gateway._producer)
         return gateway
 
-    yield make
-    for producer in unused:
-        await producer.stop()  # never started: nothing to flush
+    return make
 
 
 def message(n: int, qos: int) -> MqttMessage:
@@ -99,9 +123,8 @@ async def test_qos1_messages_are_never_dropped(make_gateway: Make) -> None:
 
 
 async def test_a_drained_queue_takes_qos0_messages_again(make_gateway: Make) -> None:
-    gateway = make_gateway(3)
     kafka = AcceptingKafka()
-    gateway._producer = cast(AIOKafkaProducer, kafka)
+    gateway = make_gateway(3, kafka)
     for n in range(5):
         gateway._on_message(message(n, qos=0))
     forwarder = asyncio.create_task(gateway._forward())
@@ -131,11 +154,12 @@ async def test_drops_are_logged_now_and_then_not_once_each(
     assert "max_queued_qos0" in warnings[0].getMessage()
 
 
-class RefusingLargeKafka:
+class RefusingLargeKafka(AcceptingKafka):
     """Takes every record, then refuses at delivery those of ``raw`` larger than ``limit``,
     as a broker whose topic has a smaller ``max.message.bytes`` does."""
 
     def __init__(self, limit: int, refuse_topic: str) -> None:
+        super().__init__()
         self.limit = limit
         self.refuse_topic = refuse_topic
         self.sent: list[tuple[str, bytes, dict[str, bytes]]] = []
@@ -155,9 +179,8 @@ class RefusingLargeKafka:
 async def test_a_record_the_broker_refuses_as_too_large_is_dead_lettered_not_retried(
     make_gateway: Make,
 ) -> None:
-    gateway = make_gateway(100)
     kafka = RefusingLargeKafka(limit=100, refuse_topic="nakhon.raw")
-    gateway._producer = cast(AIOKafkaProducer, kafka)
+    gateway = make_gateway(100, kafka)
     big = MqttMessage("city/rayong/aq-1/json", b"x" * 500, 1, 7, 1795766400000000, None, CONNECTION)
     gateway._on_message(big)
     gateway._on_message(message(8, qos=1))  # behind it: must not wait forever

@@ -10,12 +10,11 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import AsyncIterator, Callable
+from collections.abc import Callable
 from datetime import UTC, datetime
-from typing import cast
 
 import pytest
-from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
+from aiokafka import TopicPartition
 from aiokafka.errors import KafkaConnectionError, MessageSizeTooLargeError
 from prometheus_client import CollectorRegistry
 
@@ -26,7 +25,7 @@ from nakhon.processors.metrics import ProcessorMetrics
 from nakhon.processors.normalize import NormalizePolicy
 from nakhon.processors.outputs import MAX_DEAD_LETTER_BYTES, OutRecord
 from nakhon.processors.pipeline import BatchOutcome, Pipeline, RecordOutcome
-from nakhon.processors.processor import Processor
+from nakhon.processors.processor import KafkaBatch, Processor
 from nakhon.processors.routing import Router
 from nakhon.storage.writer import ReadingWriter
 
@@ -44,6 +43,12 @@ class SizeLimitedKafka:
         self.down_for = down_for
         self.attempts = 0
         self.stored: list[tuple[str, OutRecord]] = []
+
+    async def start(self) -> None:
+        pass
+
+    async def stop(self) -> None:
+        pass
 
     async def send(
         self, topic: str, value: bytes, key: bytes, headers: list[tuple[str, bytes]]
@@ -66,13 +71,31 @@ class SizeLimitedKafka:
         return delivery
 
 
+class UnusedConsumer:
+    """The tests here publish an outcome directly: nothing is consumed or committed."""
+
+    async def start(self) -> None:
+        pass
+
+    async def stop(self) -> None:
+        pass
+
+    async def getmany(self, *, timeout_ms: int, max_records: int) -> KafkaBatch:
+        raise AssertionError("not consumed in these tests")
+
+    async def commit(self, offsets: dict[TopicPartition, int]) -> None:
+        raise AssertionError("not committed in these tests")
+
+    def highwater(self, partition: TopicPartition) -> int | None:
+        return None
+
+
 Make = Callable[[SizeLimitedKafka], tuple[Processor, ProcessorMetrics]]
 
 
 @pytest.fixture
-async def make_processor() -> AsyncIterator[Make]:
-    """Processors that publish to ``kafka``; their own (unused) Kafka clients closed after."""
-    unused: list[AIOKafkaProducer | AIOKafkaConsumer] = []
+def make_processor() -> Make:
+    """Processors that publish to ``kafka``."""
 
     def make(kafka: SizeLimitedKafka) -> tuple[Processor, ProcessorMetrics]:
         metrics = ProcessorMetrics(CollectorRegistry())
@@ -80,16 +103,14 @@ async def make_processor() -> AsyncIterator[Make]:
             KafkaSettings(bootstrap_servers="127.0.0.1:1"),
             ProcessorSettings(),
             Pipeline(Router(DEFAULT_ROUTES, "unknown"), NormalizePolicy()),
-            ReadingWriter("postgresql://unused@127.0.0.1:1/unused"),
+            ReadingWriter("postgresql://unused@127.0.0.1:1/unused"),  # never connected
             metrics,
+            UnusedConsumer(),
+            kafka,
         )
-        unused.extend([processor._producer, processor._consumer])
-        processor._producer = cast(AIOKafkaProducer, kafka)
         return processor, metrics
 
-    yield make
-    for client in unused:
-        await client.stop()  # never started: nothing to flush, nothing to leave
+    return make
 
 
 def hostile_outcome() -> RecordOutcome:
@@ -97,20 +118,20 @@ def hostile_outcome() -> RecordOutcome:
     record = RawRecord(
         "city/rayong/" + "t" * 60_000 + "/json", b"x" * 900_000, NOW, partition=0, offset=9
     )
-    rejections = [
+    rejections = tuple(
         Rejection("unknown_unit", "d" * 5_000, Stage.NORMALIZE, "s" * 10_000, "m" * 10_000)
         for _ in range(100)
-    ]
+    )
     return RecordOutcome(record, rejections=rejections, whole_rejection=True)
 
 
 def good_outcome() -> RecordOutcome:
     record = RawRecord("city/rayong/aq-1/json", b'{"pm25": 12}', NOW, partition=0, offset=10)
-    return RecordOutcome(record, readings=[Reading(NOW, "aq-1", "pm2_5", 12.0, "rayong")])
+    return RecordOutcome(record, readings=(Reading(NOW, "aq-1", "pm2_5", 12.0, "rayong"),))
 
 
 async def publish(processor: Processor, *outcomes: RecordOutcome) -> None:
-    await asyncio.wait_for(processor._publish(BatchOutcome(list(outcomes))), timeout=5)
+    await asyncio.wait_for(processor._publish(BatchOutcome(outcomes)), timeout=5)
 
 
 async def test_a_hostile_dead_letter_fits_kafka_and_the_batch_goes_through(
