@@ -45,9 +45,15 @@ class MqttEndpoint:
     def __str__(self) -> str:
         return f"{self.host}:{self.port}{' (TLS)' if self.tls else ''}"
 
-    def client(self, client_id: str = "", *, manual_ack: bool = False) -> mqtt.Client:
-        """An MQTT 5 paho client for this broker (not yet connected)."""
-        client = mqtt.Client(
+    def client(
+        self,
+        client_id: str = "",
+        *,
+        manual_ack: bool = False,
+        client_class: type[mqtt.Client] = mqtt.Client,
+    ) -> mqtt.Client:
+        """An MQTT 5 paho client (of ``client_class``) for this broker, not yet connected."""
+        client = client_class(
             CallbackAPIVersion.VERSION2,
             client_id=client_id,
             protocol=mqtt.MQTTv5,

@@ -22,7 +22,7 @@ import logging
 import math
 import time
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any, Protocol
 
 from aiokafka.errors import KafkaError, MessageSizeTooLargeError
@@ -60,7 +60,10 @@ class MessageSource(Protocol):
 
     def start(self, loop: asyncio.AbstractEventLoop) -> None: ...
     def stop_accepting(self) -> None: ...
-    def ack(self, mid: int, qos: int, connection: int) -> None: ...
+    def ack_many(self, mids: Sequence[int], connection: int) -> None:
+        """PUBACK these QoS 1 messages in this order, if ``connection`` is still the live one."""
+        ...
+
     def stop(self) -> None: ...
 
 
@@ -92,6 +95,9 @@ class Gateway:
         self._producer = producer
         self._source = source(self._on_message, self._on_connection_change)
         self._acks = AckQueue(self._send_puback)
+        #: PUBACKs due, written together once the deliveries at hand are handled.
+        self._due_acks: list[AckSlot] = []
+        self._ack_flush_scheduled = False
         self._connection = 0
         self._queue: deque[tuple[MqttMessage, AckSlot, float]] = deque()
         #: QoS 0 messages in ``_queue``: not yet handed to Kafka.
@@ -141,6 +147,7 @@ class Gateway:
             )
         if self._forwarder is not None:
             self._forwarder.cancel()
+        self._flush_acks()
         self._source.stop()
         await self._producer.stop()
         self._stopped.set()
@@ -350,5 +357,25 @@ class Gateway:
         return asyncio.get_running_loop()
 
     def _send_puback(self, slot: AckSlot) -> None:
-        if slot.qos > 0:
-            self._source.ack(slot.mid, slot.qos, slot.connection)
+        """Queue ``slot``'s PUBACK; those due in one turn of the event loop leave in one write.
+
+        Kafka acknowledges a produce request's records together: their
+        delivery callbacks run in the same turn, and so their PUBACKs cost the
+        broker connection one write, not one each.
+        """
+        if slot.qos == 0:
+            return
+        self._due_acks.append(slot)
+        if not self._ack_flush_scheduled:
+            self._ack_flush_scheduled = True
+            asyncio.get_running_loop().call_soon(self._flush_acks)
+
+    def _flush_acks(self) -> None:
+        self._ack_flush_scheduled = False
+        due, self._due_acks = self._due_acks, []
+        start = 0
+        for end in range(1, len(due) + 1):
+            # Packet ids are valid on their own connection only: one write per connection.
+            if end == len(due) or due[end].connection != due[start].connection:
+                self._source.ack_many([s.mid for s in due[start:end]], due[start].connection)
+                start = end

@@ -13,9 +13,9 @@ import asyncio
 import logging
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, cast
 
 import paho.mqtt.client as mqtt
 from paho.mqtt.packettypes import PacketTypes
@@ -25,6 +25,7 @@ from paho.mqtt.subscribeoptions import SubscribeOptions
 
 from nakhon.config import MqttSettings
 from nakhon.domain.raw_record import MqttMessage
+from nakhon.ingest.paho_client import BurstClient
 from nakhon.mqtt_connection import MqttEndpoint, subscription
 
 log = logging.getLogger(__name__)
@@ -91,7 +92,10 @@ class MqttSource:
         #: True once the broker granted every subscription on the current connection.
         self.subscribed = False
         self._endpoint = MqttEndpoint.from_settings(settings)
-        self._client = self._endpoint.client(settings.client_id, manual_ack=True)
+        self._client = cast(
+            BurstClient,
+            self._endpoint.client(settings.client_id, manual_ack=True, client_class=BurstClient),
+        )
         if settings.username:
             password = settings.password.get_secret_value() if settings.password else None
             self._client.username_pw_set(settings.username, password)
@@ -130,10 +134,10 @@ class MqttSource:
         """The number of the current (or last) MQTT connection."""
         return self._connection
 
-    def ack(self, mid: int, qos: int, connection: int) -> None:
-        """PUBACK ``mid``, if ``connection`` is still the live one (packet ids die with it)."""
+    def ack_many(self, mids: Sequence[int], connection: int) -> None:
+        """PUBACK the QoS 1 messages ``mids`` in this order, in one write, if still connected."""
         if self.connected and connection == self._connection:
-            self._client.ack(mid, qos)
+            self._client.ack_many(mids)
 
     def stop(self) -> None:
         """Disconnect cleanly; the session (and what it queues) lives on in the broker."""

@@ -8,7 +8,7 @@ PUBACKs the gateway sends. No service is involved.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass, field
 
 import pytest
@@ -119,8 +119,8 @@ class FakeBroker:
     def stop_accepting(self) -> None:
         self.accepting = False
 
-    def ack(self, mid: int, qos: int, connection: int) -> None:
-        self.acks.append((mid, connection))
+    def ack_many(self, mids: Sequence[int], connection: int) -> None:
+        self.acks += [(mid, connection) for mid in mids]
 
     def stop(self) -> None:
         self.connected = False

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import pytest
@@ -35,7 +35,7 @@ class SilentSource:
     def stop_accepting(self) -> None:
         pass
 
-    def ack(self, mid: int, qos: int, connection: int) -> None:
+    def ack_many(self, mids: Sequence[int], connection: int) -> None:
         pass
 
     def stop(self) -> None:
