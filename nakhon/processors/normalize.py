@@ -101,7 +101,7 @@ def clock_offset_s(received_at: datetime, observed_at: datetime) -> float:
 class _Judge:
     """The per-payload state: time window, rejections, duplicates seen."""
 
-    __slots__ = ("ctx", "earliest", "latest", "out", "policy", "seen")
+    __slots__ = ("ctx", "earliest", "last_id", "latest", "out", "policy", "seen")
 
     def __init__(self, ctx: TopicContext, policy: NormalizePolicy, out: Normalized) -> None:
         self.ctx = ctx
@@ -111,6 +111,8 @@ class _Judge:
         self.latest = now + timedelta(seconds=policy.future_tolerance_s)
         self.earliest = now - timedelta(days=policy.backfill_horizon_days)
         self.seen: set[tuple[str, str, datetime]] = set()
+        #: The last sensor id checked and its verdict: a payload's readings share one.
+        self.last_id: tuple[str, str | None] = ("", None)
 
     def reject(self, reason: str, detail: str, sensor_id: str | None, metric: str | None) -> None:
         self.out.rejections.append(
@@ -118,7 +120,10 @@ class _Judge:
         )
 
     def sensor(self, raw_id: str, metric: str | None) -> str | None:
-        sensor_id = valid_sensor_id(raw_id)
+        checked, sensor_id = self.last_id
+        if raw_id != checked or sensor_id is None:
+            sensor_id = valid_sensor_id(raw_id)
+            self.last_id = (raw_id, sensor_id)
         if sensor_id is None:
             self.reject("invalid_sensor_id", f"sensor id {raw_id[:80]!r}", None, metric)
         return sensor_id

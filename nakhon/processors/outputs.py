@@ -172,8 +172,9 @@ def readings_records(readings: Sequence[Reading]) -> list[OutRecord]:
     """Records for ``nakhon.readings``: per sensor, at most :data:`MAX_READINGS_PER_RECORD`
     readings each, keyed by sensor id.
 
-    Call it once per payload, so a record stays the size of what one payload
-    gave one sensor (well inside Kafka's 1 MiB request limit), whatever the batch.
+    The processor calls it once per batch: a sensor's readings of the batch
+    travel together, in records of at most MAX_READINGS_PER_RECORD readings
+    (about 160 kB, well inside Kafka's 1 MiB request limit).
     """
     by_sensor: dict[str, list[Reading]] = defaultdict(list)
     for r in readings:

@@ -348,11 +348,9 @@ class Processor:
             (self._kafka.deadletter_topic, dead_letter_record(d), d) for d in outcome.dead_letters()
         ]
         if self._settings.publish_readings:
-            out += [
-                (self._kafka.readings_topic, r, None)
-                for o in outcome.outcomes
-                for r in readings_records(o.readings)
-            ]
+            # One record per sensor per batch (bounded): far fewer sends than one per payload.
+            topic = self._kafka.readings_topic
+            out += [(topic, r, None) for r in readings_records(outcome.readings)]
         delay = _BACKOFF_MIN_S
         while out:
             out, failure = await self._send_all(out)
