@@ -95,6 +95,8 @@ class Gateway:
         self._producer = producer
         self._source = source(self._on_message, self._on_connection_change)
         self._acks = AckQueue(self._send_puback)
+        # Read when scraped, not set per message.
+        metrics.inflight.set_function(lambda: len(self._acks))
         #: PUBACKs due, written together once the deliveries at hand are handled.
         self._due_acks: list[AckSlot] = []
         self._ack_flush_scheduled = False
@@ -191,7 +193,6 @@ class Gateway:
             # Packet ids die with the connection: what was not acknowledged on
             # it will be redelivered by the broker on the next one.
             self._acks.clear()
-            self._metrics.inflight.set(0)
 
     def _on_message(self, msg: MqttMessage) -> None:
         if msg.connection != self._connection or self._stopping:
@@ -203,7 +204,6 @@ class Gateway:
                 return
             self._queued_qos0 += 1
         slot = self._acks.take(msg.mid, msg.qos, msg.connection)
-        self._metrics.inflight.set(len(self._acks))
         self._queue.append((msg, slot, time.perf_counter()))
         self._wakeup.set()
 
@@ -337,7 +337,6 @@ class Gateway:
         acked = self._acks.delivered(slot)
         if acked:
             self._metrics.acknowledged.inc(acked)
-            self._metrics.inflight.set(len(self._acks))
 
     def _requeue(self, msg: MqttMessage, slot: AckSlot, t0: float) -> None:
         # Taken already: it goes back even past max_queued_qos0.

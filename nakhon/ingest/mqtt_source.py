@@ -86,6 +86,8 @@ class MqttSource:
         # must never overtake the news that its connection is gone.
         self._handoff: list[MqttMessage | ConnectionChange] = []
         self._handoff_lock = threading.Lock()
+        #: Messages of the burst paho is parsing (its thread only), handed over at its end.
+        self._burst: list[MqttMessage | ConnectionChange] = []
         self._connection = 0
         self._accepting = True
         self.connected = False
@@ -104,6 +106,7 @@ class MqttSource:
         self._client.on_disconnect = self._on_disconnect
         self._client.on_message = self._on_message
         self._client.on_subscribe = self._on_subscribe
+        self._client.on_burst_end = self._end_burst
 
     @property
     def subscriptions(self) -> list[str]:
@@ -222,16 +225,18 @@ class MqttSource:
             content_type=content_type,
             connection=self._connection,
         )
-        # Hand over in batches: one wake-up of the event loop per burst of
-        # messages, not one per message (each wake-up is a syscall).
-        self._hand_over(message)
+        # Handed over with the rest of its burst: one wake-up of the event
+        # loop per burst of messages, not one per message (each is a syscall).
+        self._burst.append(message)
 
-    def _hand_over(self, item: MqttMessage | ConnectionChange) -> None:
-        if self._loop is None:
+    def _end_burst(self) -> None:
+        """Paho's thread, after a burst: hand its messages to the event loop, in order."""
+        if not self._burst or self._loop is None:
             return
+        burst, self._burst = self._burst, []
         with self._handoff_lock:
-            self._handoff.append(item)
-            wake = len(self._handoff) == 1
+            wake = not self._handoff
+            self._handoff += burst
         if wake:
             self._loop.call_soon_threadsafe(self._drain_handoff)
 
@@ -246,4 +251,6 @@ class MqttSource:
                 self._deliver(item)
 
     def _notify(self, connection: int, up: bool) -> None:
-        self._hand_over(ConnectionChange(connection, up))
+        # After the messages read before it: none may overtake the news of its connection.
+        self._burst.append(ConnectionChange(connection, up))
+        self._end_burst()

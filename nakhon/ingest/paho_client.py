@@ -11,6 +11,8 @@ system calls were most of the gateway's CPU (py-spy, docs/architecture.md).
 
 - it reads up to 64 KiB per ``recv()`` and parses every whole packet it holds
   before waiting again (a burst of messages costs one wake-up and one read);
+- :attr:`BurstClient.on_burst_end` is called once a burst is parsed, so its
+  messages can be handed on together;
 - :meth:`BurstClient.ack_many` writes the PUBACKs of many messages as one
   write: MQTT packets may follow each other in one TCP send.
 
@@ -21,7 +23,7 @@ from __future__ import annotations
 
 import contextlib
 import struct
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import paho.mqtt.client as mqtt
 from paho.mqtt.enums import MQTTErrorCode
@@ -41,6 +43,8 @@ class BurstClient(mqtt.Client):
         self._read_sock: object = None
         self._read_buf = b""
         self._read_pos = 0
+        #: Called (on paho's thread) after each burst of packets has been parsed.
+        self.on_burst_end: Callable[[], None] | None = None
 
     def _sock_recv(self, bufsize: int) -> bytes:
         if self._sock is not self._read_sock:
@@ -61,6 +65,13 @@ class BurstClient(mqtt.Client):
 
     def loop_read(self, max_packets: int = 1) -> MQTTErrorCode:
         """Parse every packet that has arrived (paho's own reads one per call)."""
+        try:
+            return self._read_burst()
+        finally:
+            if self.on_burst_end is not None:
+                self.on_burst_end()
+
+    def _read_burst(self) -> MQTTErrorCode:
         for _ in range(_MAX_PACKETS_PER_WAKEUP):
             if self._sock is None:
                 return MQTTErrorCode.MQTT_ERR_NO_CONN
