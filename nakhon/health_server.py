@@ -5,6 +5,11 @@
 instead of a web framework: it answers three GETs from Prometheus and
 orchestrators, on the service's own event loop, and must stay up when
 everything else is struggling.
+
+``/metrics`` also carries the process's own metrics (``process_start_time_seconds``,
+CPU, memory, open files), which prometheus_client puts only in its default
+registry, not in the service's own: a new start time is how Prometheus sees a
+restart, whoever restarted the service (supervisord, systemd, Docker).
 """
 
 from __future__ import annotations
@@ -15,7 +20,12 @@ import logging
 from collections.abc import Callable
 
 import orjson
-from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
+from prometheus_client import (
+    CONTENT_TYPE_LATEST,
+    CollectorRegistry,
+    ProcessCollector,
+    generate_latest,
+)
 
 log = logging.getLogger(__name__)
 
@@ -29,6 +39,9 @@ class HealthServer:
         self, registry: CollectorRegistry, ready: ReadinessCheck, host: str, port: int
     ) -> None:
         self._registry = registry
+        # Beside the service's registry, not in it: that one is the caller's.
+        self._process = CollectorRegistry(auto_describe=True)
+        ProcessCollector(registry=self._process)
         self._ready = ready
         self._host = host
         self._port = port
@@ -67,7 +80,8 @@ class HealthServer:
         if method not in ("GET", "HEAD"):
             return "405 Method Not Allowed", "text/plain", b"GET only\n"
         if path == "/metrics":
-            return "200 OK", CONTENT_TYPE_LATEST, generate_latest(self._registry)
+            body = generate_latest(self._registry) + generate_latest(self._process)
+            return "200 OK", CONTENT_TYPE_LATEST, body
         if path == "/healthz":
             return "200 OK", "application/json", b'{"status":"ok"}\n'
         if path == "/readyz":

@@ -9,6 +9,7 @@ settings and Prometheus jobs.
 
 from __future__ import annotations
 
+import inspect
 import re
 from pathlib import Path
 from typing import Any
@@ -20,6 +21,7 @@ from pydantic import BaseModel
 
 from nakhon import local_stack
 from nakhon.config import Settings
+from nakhon.service_runner import run_until_signal
 
 REPO = Path(__file__).resolve().parents[2]
 LOCAL = REPO / "deploy" / "local" / "services"
@@ -132,6 +134,80 @@ def test_every_service_restarts_and_long_running_ones_are_checked(
         "grafana",
     ):
         assert services[name]["healthcheck"]["test"][0] == "CMD", name
+
+
+# The three ways to run the services (compose, the local stack's supervisord,
+# the systemd examples) restart them after a crash and give them the same time
+# to drain after SIGTERM, more than the services' own grace.
+DRAIN_GRACE_S: float = inspect.signature(run_until_signal).parameters["grace_s"].default
+
+
+def duration_s(text: str | int) -> float:
+    """A compose or systemd duration ("30s", "1m", "30") in seconds."""
+    m = re.fullmatch(r"(\d+)\s*(ms|s|min|m)?", str(text))
+    assert m, text
+    return int(m.group(1)) * {"ms": 0.001, "s": 1, "min": 60, "m": 60, None: 1}[m.group(2)]
+
+
+def supervisor_program() -> dict[str, str]:
+    """The settings of every [program:...] deploy/local/services/supervisor.sh writes."""
+    script = (LOCAL / "supervisor.sh").read_text()
+    block = re.search(r"\n\[program:\$name\]\n(.*?)\nCONF\n", script, re.S)
+    assert block
+    settings = dict(line.split("=", 1) for line in block.group(1).splitlines())
+    for variable, value in re.findall(r"^(SUPERVISOR_[A-Z_]+)=(\d+)$", script, re.M):
+        settings = {k: v.replace(f"${variable}", value) for k, v in settings.items()}
+    return settings
+
+
+def systemd_unit(name: str) -> dict[str, list[str]]:
+    """deploy/systemd/nakhon-NAME.service: each setting's values, in order."""
+    unit: dict[str, list[str]] = {}
+    for line in (REPO / "deploy" / "systemd" / f"nakhon-{name}.service").read_text().splitlines():
+        if line and not line.startswith(("#", "[")):
+            key, value = line.split("=", 1)
+            unit.setdefault(key, []).append(value)
+    return unit
+
+
+def test_long_running_services_restart_and_have_time_to_drain(services: dict[str, Json]) -> None:
+    for name, service in services.items():
+        assert service["restart"] in ("no", "unless-stopped", "on-failure"), name
+    assert services["simulator"]["restart"] == "on-failure"
+    for name in local_nakhon_services():
+        assert services[name]["restart"] == "unless-stopped", name
+        assert duration_s(services[name]["stop_grace_period"]) > DRAIN_GRACE_S, name
+
+
+def test_the_local_supervisor_restarts_and_drains_like_compose(services: dict[str, Json]) -> None:
+    program = supervisor_program()
+    assert program["autorestart"] == "true"
+    assert int(program["startsecs"]) > 0 and int(program["startretries"]) > 0
+    assert program["stopsignal"] == "TERM"
+    assert program["stopasgroup"] == program["killasgroup"] == "true"
+    grace = duration_s(services["gateway"]["stop_grace_period"])
+    assert int(program["stopwaitsecs"]) == grace > DRAIN_GRACE_S
+    assert program["stdout_logfile"].endswith("/$file.log")  # .nakhon/logs/nakhon-<name>.log
+
+
+def test_a_systemd_unit_for_every_local_service() -> None:
+    units = {p.name for p in (REPO / "deploy" / "systemd").glob("*.service")}
+    assert units == {f"nakhon-{name}.service" for name in local_nakhon_services()}
+
+
+@pytest.mark.parametrize("name", local_nakhon_services())
+def test_systemd_units_restart_and_drain_like_compose(services: dict[str, Json], name: str) -> None:
+    unit = systemd_unit(name)
+    assert unit["ExecStart"] == [f"/opt/nakhon/venv/bin/nakhon {name}"]
+    assert unit["Restart"] == ["on-failure"]
+    assert duration_s(unit["RestartSec"][0]) > 0
+    assert int(unit["StartLimitBurst"][0]) > 0  # a service failing at start is given up
+    assert unit["KillSignal"] == ["SIGTERM"]
+    grace = duration_s(services[name]["stop_grace_period"])
+    assert duration_s(unit["TimeoutStopSec"][0]) == grace > DRAIN_GRACE_S
+    assert unit["EnvironmentFile"][0] == "/etc/nakhon/nakhon.env"
+    assert unit["EnvironmentFile"][1:] == [f"-/etc/nakhon/{name}.env"]
+    assert unit["User"] != ["root"]
 
 
 @pytest.mark.parametrize(

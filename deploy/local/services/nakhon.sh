@@ -1,6 +1,13 @@
 # Nakhon's own services from the checkout's virtualenv: the gateway (:9101),
 # the processor (:9102) and, once present, the API (:8080) and the rollup and
 # retention maintenance; each answers /readyz before `up` returns.
+#
+# They run under the stack's supervisord (deploy/local/services/supervisor.sh):
+# one that crashes or is killed is started again, with a backoff when it fails
+# at start and given up (FATAL, shown by `make status`) after
+# $SUPERVISOR_START_RETRIES failed starts. `make status` shows each one's state,
+# uptime and restarts; the metrics show restarts as a new
+# process_start_time_seconds. Logs: .nakhon/logs/nakhon-<name>.log.
 
 NAKHON_BIN="$REPO/.venv/bin/nakhon"
 # name:ready-url; a service whose command the installed nakhon lacks is skipped.
@@ -10,9 +17,13 @@ NAKHON_SERVICES=(
   "api:http://127.0.0.1:$API_PORT/readyz"
   "maintain:"
 )
+# The supervisord group of the services: `supervisorctl -c
+# .nakhon/supervisor/supervisord.conf status nakhon:*`, `restart nakhon:api`, ...
+NAKHON_GROUP=nakhon
 
 nakhon_install() {
   apt_install curl
+  supervisor_install
   [[ -x "$NAKHON_BIN" ]] || die "install nakhon" "" "no $NAKHON_BIN: run 'make up' (it creates .venv first)"
 }
 
@@ -20,7 +31,67 @@ nakhon_has_command() {
   "$NAKHON_BIN" "$1" --help >/dev/null 2>&1
 }
 
-nakhon_ready() { curl -fsS -o /dev/null --max-time 2 "$1"; }
+nakhon_ready() { curl -fs -o /dev/null --max-time 2 "$1"; }
+
+# nakhon_supervisor_config NAME...: supervisord.conf with a program per service.
+nakhon_supervisor_config() {
+  local name sections=""
+  for name in "$@"; do
+    # The services read their generated credentials from $ENV_FILE
+    # (nakhon/config.py); the rest of their environment is `make up`'s.
+    sections+="$(supervisor_program "$name" "nakhon-$name" "NAKHON_ENV_FILE=\"$ENV_FILE\"" \
+      "$NAKHON_BIN" "$name")"$'\n'
+  done
+  supervisor_write_config "$NAKHON_GROUP" "$sections"
+}
+
+# nakhon_stop_unsupervised: stop services whose pid file names a process of
+# ours while no supervisord runs: those the scripts before supervisord started
+# (setsid and a pid file), or those a supervisord that was killed left behind.
+# All at once: each drains for a second or two, and none waits for another.
+nakhon_stop_unsupervised() {
+  local entry pids=()
+  for entry in "${NAKHON_SERVICES[@]}"; do
+    if pid_alive "nakhon-${entry%%:*}"; then
+      stop_pid "nakhon-${entry%%:*}" "$SUPERVISOR_STOP_WAIT_SECS" &
+      pids+=("$!")
+    fi
+  done
+  # Only these: `wait` alone would also wait for the daemons `up` started.
+  (( ${#pids[@]} == 0 )) || wait "${pids[@]}"
+}
+
+# nakhon_state NAME: supervisord's state of the service (RUNNING, STARTING,
+# BACKOFF, FATAL, STOPPED, EXITED, ...), or "UNKNOWN".
+nakhon_state() {
+  local line state
+  line="$(supervisor_ctl status "$NAKHON_GROUP:$1" 2>/dev/null)" || true
+  read -r _ state _ <<<"$line"
+  echo "${state:-UNKNOWN}"
+}
+
+# nakhon_wait_started NAME URL: until the service answers URL or, without one,
+# supervisord counts it started (up $SUPERVISOR_START_SECS s: one that exits at
+# start is reported here, not later); die when supervisord gives it up or
+# after 60 s.
+nakhon_wait_started() {
+  local name="$1" url="$2" deadline=$((SECONDS + 60)) state
+  while :; do
+    state="$(nakhon_state "$name")"
+    case "$state" in
+      RUNNING)
+        if [[ -z "$url" ]] || nakhon_ready "$url"; then return 0; fi ;;
+      STARTING)
+        if [[ -n "$url" ]] && nakhon_ready "$url"; then return 0; fi ;;
+      FATAL) die "start nakhon-$name" "$LOGS/nakhon-$name.log" \
+           "it kept exiting at start and supervisord gave up on it (FATAL); once the cause is fixed, 'make up' starts it again" ;;
+      # BACKOFF: it exited at start, supervisord tries again after a pause;
+      # EXITED, STOPPED: between an exit and its restart, or before supervisord's first start.
+    esac
+    (( SECONDS < deadline )) || die "start nakhon-$name" "$LOGS/nakhon-$name.log" "not ready after 60s (supervisord: $state)"
+    sleep 0.2
+  done
+}
 
 nakhon_start() {
   # The services read their generated credentials from here (nakhon/config.py).
@@ -33,43 +104,89 @@ nakhon_start() {
     "$NAKHON_BIN" api-keys ensure-env --env-file "$ENV_FILE" >>"$LOGS/nakhon-migrate.log" 2>&1 \
       || die "nakhon api-keys ensure-env" "$LOGS/nakhon-migrate.log" "could not make the local API key"
   fi
-  local entry name url
+  local entry name names=()
   for entry in "${NAKHON_SERVICES[@]}"; do
-    name="${entry%%:*}"; url="${entry#*:}"
-    pid_alive "nakhon-$name" && continue
-    nakhon_has_command "$name" || continue
-    setsid "$NAKHON_BIN" "$name" >>"$LOGS/nakhon-$name.log" 2>&1 < /dev/null &
-    echo $! > "$RUN/nakhon-$name.pid"
+    nakhon_has_command "${entry%%:*}" && names+=("${entry%%:*}")
   done
+  nakhon_supervisor_config "${names[@]}"
+  if supervisor_alive; then
+    # Already supervised: apply a changed configuration (restarts only the
+    # programs it changed; nothing when it is the same), and start again what
+    # was stopped or given up.
+    supervisor_ctl update >>"$LOGS/supervisord.log" 2>&1 \
+      || die "supervisorctl update" "$LOGS/supervisord.log" "supervisord refused the new configuration"
+    for name in "${names[@]}"; do
+      case "$(nakhon_state "$name")" in
+        STOPPED|EXITED|FATAL) supervisor_ctl start "$NAKHON_GROUP:$name" >/dev/null 2>&1 || true ;;
+      esac
+    done
+  else
+    # Services started without supervisord (by the scripts before it, or left
+    # by a supervisord that was killed) give way to supervised ones.
+    nakhon_stop_unsupervised
+    rm -f "$RUN"/nakhon-*.starts
+    supervisor_launch
+  fi
   for entry in "${NAKHON_SERVICES[@]}"; do
-    name="${entry%%:*}"; url="${entry#*:}"
-    [[ -f "$RUN/nakhon-$name.pid" && -n "$url" ]] || continue
-    wait_ready "nakhon-$name" 60 "$LOGS/nakhon-$name.log" nakhon_ready "$url"
+    name="${entry%%:*}"
+    [[ " ${names[*]} " == *" $name "* ]] || continue
+    nakhon_wait_started "$name" "${entry#*:}"
   done
 }
 
 nakhon_stop() {
-  # All at once: each drains for a second or two, and none waits for another.
+  # supervisord stops the group's services all at once (SIGTERM, each drains),
+  # then exits; then whatever runs from a pid file without it.
+  if supervisor_alive; then supervisor_shutdown; fi
+  nakhon_stop_unsupervised
   local entry
-  for entry in "${NAKHON_SERVICES[@]}"; do
-    stop_pid "nakhon-${entry%%:*}" 30 &
-  done
-  wait
+  for entry in "${NAKHON_SERVICES[@]}"; do rm -f "$RUN/nakhon-${entry%%:*}.pid"; done
 }
 
 nakhon_status() {
-  local entry name url port
+  local supervised=0 table="" entry name url port line state detail restarts log
+  if supervisor_alive; then
+    supervised=1
+    table="$(supervisor_ctl status "$NAKHON_GROUP:*" 2>/dev/null)" || true
+    if [[ -z "$table" ]]; then
+      echo "nakhon      supervisord runs (pid $(cat "$SUPERVISOR_PID")) but did not answer: its socket is root's"
+      return 0
+    fi
+  fi
   for entry in "${NAKHON_SERVICES[@]}"; do
     name="${entry%%:*}"; url="${entry#*:}"
     port="$(sed -n 's#.*:\([0-9]*\)/.*#\1#p' <<<"$url")"
-    if pid_alive "nakhon-$name"; then
-      if [[ -z "$url" ]] || nakhon_ready "$url"; then
-        printf '%-11s running  %s\n' "$name" "${port:+127.0.0.1:$port}"
-      else
-        printf '%-11s starting or not ready (see .nakhon/logs/nakhon-%s.log)\n' "$name" "$name"
-      fi
+    log="${LOGS#"$REPO"/}/nakhon-$name.log"
+    line="$(grep -E "^$NAKHON_GROUP:$name[[:space:]]" <<<"$table")" || true
+    if (( supervised )) && [[ -n "$line" ]]; then
+      read -r _ state detail <<<"$line"
+      restarts=$(( $(supervisor_starts "nakhon-$name") - 1 ))
+      (( restarts >= 0 )) || restarts=0
+      case "$state" in
+        RUNNING)
+          if [[ -z "$url" ]] || nakhon_ready "$url"; then
+            printf '%-11s running  %-16s %s, restarts %d\n' "$name" "${port:+127.0.0.1:$port}" "$detail" "$restarts"
+          else
+            printf '%-11s running, not ready (see %s)  %s, restarts %d\n' "$name" "$log" "$detail" "$restarts"
+          fi ;;
+        STARTING)
+          printf '%-11s starting %-16s pid %s, up less than %d s, restarts %d\n' "$name" "${port:+127.0.0.1:$port}" \
+            "$(cat "$RUN/nakhon-$name.pid" 2>/dev/null)" "$SUPERVISOR_START_SECS" "$restarts" ;;
+        BACKOFF)
+          printf '%-11s restarting: it exited at start, supervisord retries (see %s)  restarts %d\n' "$name" "$log" "$restarts" ;;
+        FATAL)
+          printf '%-11s failed: exited at start, supervisord gave up after %d starts (see %s; make up retries)\n' "$name" "$((restarts + 1))" "$log" ;;
+        *)
+          printf '%-11s %s  %s\n' "$name" "${state,,}" "$detail" ;;
+      esac
+    elif pid_alive "nakhon-$name"; then
+      printf '%-11s running  %-16s not supervised (make up hands it to supervisord)\n' "$name" "${port:+127.0.0.1:$port}"
     elif [[ -x "$NAKHON_BIN" ]] && nakhon_has_command "$name"; then
       printf '%-11s stopped\n' "$name"
     fi
   done
+  if (( supervised )); then
+    printf '%-11s running  pid %s, restarts the services (%s)\n' \
+      supervisord "$(cat "$SUPERVISOR_PID")" "${LOGS#"$REPO"/}/supervisord.log"
+  fi
 }
