@@ -60,8 +60,8 @@ def run_gateway(args: argparse.Namespace) -> int:
     except KafkaSecurityError as exc:
         log.error("%s", exc)
         return 2
-    asyncio.run(_serve(settings))
-    return 0
+    # 1: the producer broke and the gateway stopped; a supervisor starts a new one.
+    return asyncio.run(_serve(settings))
 
 
 def build_gateway(settings: Settings, metrics: GatewayMetrics) -> Gateway:
@@ -79,7 +79,7 @@ def build_gateway(settings: Settings, metrics: GatewayMetrics) -> Gateway:
     return Gateway(settings.kafka, settings.gateway, metrics, producer, mqtt_source)
 
 
-async def _serve(settings: Settings) -> None:
+async def _serve(settings: Settings) -> int:
     registry = CollectorRegistry()
     gateway = build_gateway(settings, GatewayMetrics(registry))
     health = HealthServer(
@@ -104,3 +104,4 @@ async def _serve(settings: Settings) -> None:
         await health.stop()
 
     await run_until_signal("gateway", main, stop)
+    return 0 if gateway.failure is None else 1

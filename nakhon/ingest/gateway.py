@@ -13,6 +13,14 @@ new messages once ``max_inflight`` are unacknowledged (MQTT 5 Receive Maximum).
 Receive Maximum does not count QoS 0 messages, so the broker never holds those
 back: at most ``max_queued_qos0`` of them wait for Kafka, and further ones are
 dropped (QoS 0 is at most once), counted and logged now and then.
+
+A failed send is retried ahead of newer messages, in the order the messages
+came. An error that breaks the idempotent producer's sequence
+(``OutOfOrderSequenceNumber`` and its kind: Kafka then refuses every later
+batch of that producer) cannot be retried away: the gateway stops with
+:attr:`Gateway.failure` set, its command exits non-zero and the supervisor
+starts a new process with a new producer; the broker redelivers what was not
+acknowledged.
 """
 
 from __future__ import annotations
@@ -25,7 +33,14 @@ from collections import deque
 from collections.abc import Callable, Sequence
 from typing import Any, Protocol
 
-from aiokafka.errors import KafkaError, MessageSizeTooLargeError
+from aiokafka.errors import (
+    InvalidProducerEpoch,
+    KafkaError,
+    MessageSizeTooLargeError,
+    OutOfOrderSequenceNumber,
+    ProducerFenced,
+    UnknownProducerId,
+)
 
 from nakhon.config import GatewaySettings, KafkaSettings
 from nakhon.domain.raw_record import MqttMessage, raw_headers
@@ -38,6 +53,15 @@ _RETRY_MIN_S = 0.2
 _RETRY_MAX_S = 10.0
 #: At most one warning about dropped QoS 0 messages per this many seconds.
 _DROP_WARNING_INTERVAL_S = 10.0
+#: Errors after which this producer's records are refused for good (its sequence is broken).
+_PRODUCER_BROKEN = (
+    OutOfOrderSequenceNumber,
+    UnknownProducerId,
+    InvalidProducerEpoch,
+    ProducerFenced,
+)
+#: Seconds a broken producer is given to stop.
+_BROKEN_STOP_S = 5.0
 
 
 class RecordProducer(Protocol):
@@ -102,6 +126,8 @@ class Gateway:
         self._ack_flush_scheduled = False
         self._connection = 0
         self._queue: deque[tuple[MqttMessage, AckSlot, float]] = deque()
+        #: Messages whose send failed, to go again before ``_queue``, in arrival order.
+        self._retry: deque[tuple[MqttMessage, AckSlot, float]] = deque()
         #: QoS 0 messages in ``_queue``: not yet handed to Kafka.
         self._queued_qos0 = 0
         self._qos0_dropped_unreported = 0
@@ -112,6 +138,8 @@ class Gateway:
         self._kafka_ok = False
         self._stopping = False
         self._stopped = asyncio.Event()
+        #: Set when the gateway stopped because its producer broke (the process should exit 1).
+        self.failure: BaseException | None = None
 
     # lifecycle -------------------------------------------------------------
 
@@ -160,7 +188,7 @@ class Gateway:
 
     async def _drain(self) -> None:
         # Polled: completion arrives through producer callbacks, not one awaitable.
-        while self._queue or self._pending:  # noqa: ASYNC110
+        while self._queue or self._retry or self._pending:  # noqa: ASYNC110
             await asyncio.sleep(0.02)
 
     async def __aenter__(self) -> Gateway:
@@ -226,12 +254,12 @@ class Gateway:
 
     async def _forward(self) -> None:
         """Hand queued messages to the producer, in order; one task, no task per message."""
-        queue = self._queue
+        queue, retry = self._queue, self._retry
         while True:
             await self._wakeup.wait()
             self._wakeup.clear()
-            while queue:
-                msg, slot, t0 = queue.popleft()
+            while retry or queue:
+                msg, slot, t0 = retry.popleft() if retry else queue.popleft()
                 if msg.qos == 0:
                     self._queued_qos0 -= 1
                 if msg.connection != self._connection:
@@ -323,6 +351,9 @@ class Gateway:
             self._pending.add(task)
             task.add_done_callback(self._pending.discard)
             return
+        if isinstance(exc, _PRODUCER_BROKEN):
+            self._break(exc)
+            return
         if exc is not None:
             # Not stored: send it again, ahead of newer messages, after a pause.
             self._kafka_down(exc)
@@ -342,8 +373,37 @@ class Gateway:
         # Taken already: it goes back even past max_queued_qos0.
         if msg.qos == 0:
             self._queued_qos0 += 1
-        self._queue.appendleft((msg, slot, t0))
+        self._retry.append((msg, slot, t0))
         self._wakeup.set()
+
+    def _break(self, exc: BaseException) -> None:
+        """This producer can deliver nothing more: stop, so a new process starts a new one."""
+        if self.failure is not None:
+            return
+        self.failure = exc
+        log.error(
+            "Kafka refuses this producer's records for good (%s): stopping so that a new "
+            "process starts with a new producer; the broker redelivers the %d messages not "
+            "acknowledged",
+            exc,
+            len(self._acks),
+        )
+        self._stopping = True
+        self._source.stop_accepting()
+        task = asyncio.ensure_future(self._abort())
+        self._pending.add(task)
+        task.add_done_callback(self._pending.discard)
+
+    async def _abort(self) -> None:
+        if self._forwarder is not None:
+            self._forwarder.cancel()
+        self._flush_acks()  # those Kafka did acknowledge
+        self._source.stop()
+        try:
+            await asyncio.wait_for(self._producer.stop(), _BROKEN_STOP_S)
+        except (TimeoutError, KafkaError) as exc:
+            log.warning("the broken producer did not stop cleanly (%s)", exc)
+        self._stopped.set()
 
     def _kafka_down(self, exc: BaseException) -> None:
         if self._kafka_ok:

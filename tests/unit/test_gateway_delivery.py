@@ -12,7 +12,11 @@ from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass, field
 
 import pytest
-from aiokafka.errors import KafkaConnectionError, MessageSizeTooLargeError
+from aiokafka.errors import (
+    KafkaConnectionError,
+    MessageSizeTooLargeError,
+    OutOfOrderSequenceNumber,
+)
 from prometheus_client import CollectorRegistry
 
 from nakhon.config import GatewaySettings, KafkaSettings
@@ -302,6 +306,41 @@ async def test_a_puback_never_goes_out_on_a_newer_connection(rig: Rig) -> None:
     redelivered.delivery.set_result(None)
     await settle()
     assert rig.broker.acks == [(7, 2)]
+
+
+async def test_failed_sends_go_again_in_their_arrival_order(rig: Rig) -> None:
+    for mid in (1, 2, 3):
+        rig.broker.publish(mid, f'{{"n": {mid}}}'.encode())
+    await settle()
+    for send in rig.kafka.pending(RAW):
+        send.delivery.set_exception(KafkaConnectionError("leader moved"))
+    rig.broker.publish(4, b'{"n": 4}')
+    await eventually(lambda: len(rig.kafka.pending(RAW)) == 4)
+    # 4 came during the pause before the retry and went at once; 1, 2, 3 go again in order.
+    resent = [s.value for s in rig.kafka.pending(RAW)]
+    assert resent == [b'{"n": 4}', b'{"n": 1}', b'{"n": 2}', b'{"n": 3}']
+    for send in rig.kafka.pending(RAW):
+        send.delivery.set_result(None)
+    await settle()
+    assert rig.broker.acked == [1, 2, 3, 4]
+
+
+async def test_a_broken_producer_sequence_stops_the_gateway_without_acknowledging(
+    rig: Rig,
+) -> None:
+    rig.broker.publish(1, b'{"n": 1}')
+    rig.broker.publish(2, b'{"n": 2}')
+    await settle()
+    first, second = rig.kafka.pending(RAW)
+    first.delivery.set_result(None)
+    second.delivery.set_exception(OutOfOrderSequenceNumber("sequence broken"))
+    await asyncio.wait_for(rig.gateway.wait_stopped(), 2)
+    assert isinstance(rig.gateway.failure, OutOfOrderSequenceNumber)
+    assert rig.broker.acked == [1]  # 2 stays with the broker, which redelivers it
+    assert rig.kafka.stopped and not rig.broker.connected
+    rig.broker.publish(3, b'{"n": 3}')  # nothing more is taken
+    await settle()
+    assert rig.kafka.attempts.count(RAW) == 2
 
 
 def test_the_ack_queue_releases_acks_from_its_head_only() -> None:
