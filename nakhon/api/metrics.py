@@ -6,7 +6,7 @@ import time
 from collections.abc import Awaitable, Callable
 
 from fastapi import FastAPI, Request, Response
-from prometheus_client import CollectorRegistry, Counter, Histogram
+from prometheus_client import CollectorRegistry, Counter, Histogram, ProcessCollector
 
 
 class ApiMetrics:
@@ -14,6 +14,8 @@ class ApiMetrics:
 
     def __init__(self, registry: CollectorRegistry) -> None:
         self.registry = registry
+        # process_start_time_seconds and the rest: a restart shows as a new start time.
+        ProcessCollector(registry=registry)
         self.requests = Counter(
             "nakhon_api_requests_total",
             "HTTP requests answered, by route template and status code.",
