@@ -32,6 +32,7 @@ from tests.integration.test_api import (
     serve,
     settings_for,
 )
+from tools.sandbox import wait_until
 
 
 def register_city(dsn: str, city: str) -> None:
@@ -277,7 +278,8 @@ def test_slow_requests_leave_room_for_a_cheap_one(
         ]
         for t in threads:
             t.start()
-        time.sleep(1.0)  # the four are in: three wait on the lock, one for a heavy slot
+        # The fact, not a pause: the three heavy slots' queries wait on the lock.
+        wait_until(lambda: _waiting_on_positions(stack.dsn) == 3, 15, "3 queries on the lock")
         started = time.monotonic()
         cheap = get(url, f"/v1/sensors/{mine}-s1", key)
         took = time.monotonic() - started
@@ -287,6 +289,15 @@ def test_slow_requests_leave_room_for_a_cheap_one(
         for t in threads:
             t.join(timeout=15)
         assert sorted(slow) == [200, 200, 200, 200]
+
+
+def _waiting_on_positions(dsn: str) -> int:
+    """Sessions waiting for a lock on ``positions`` (pg_locks is readable by every role)."""
+    with psycopg.connect(dsn) as conn:
+        row = conn.execute(
+            "SELECT count(*) FROM pg_locks WHERE relation = 'positions'::regclass AND NOT granted"
+        ).fetchone()
+    return int(row[0]) if row else 0
 
 
 def test_cli_prints_the_key_once_and_lists_without_it(stack: Stack) -> None:
