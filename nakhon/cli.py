@@ -26,6 +26,7 @@ COMMANDS = [
     "nakhon.storage.maintenance",
     "nakhon.api.command",
     "nakhon.api.keys_command",
+    "nakhon.storage.export_command",
 ]
 
 

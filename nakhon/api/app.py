@@ -23,7 +23,7 @@ from nakhon.api.errors import install_error_handlers
 from nakhon.api.keys import parse_scopes
 from nakhon.api.metrics import ApiMetrics, install_metrics
 from nakhon.api.rate_limit import RateLimiter
-from nakhon.api.routes import aqi, health, sensors, series, vehicles
+from nakhon.api.routes import aqi, export, health, sensors, series, vehicles
 from nakhon.config import Settings
 
 DESCRIPTION = """
@@ -69,7 +69,7 @@ def create_app(settings: Settings) -> FastAPI:
     app.state.metrics = ApiMetrics(CollectorRegistry(auto_describe=True))
 
     v1 = APIRouter(prefix="/v1", dependencies=[Depends(authenticate)])
-    for module in (sensors, series, aqi, vehicles):
+    for module in (sensors, series, aqi, vehicles, export):
         v1.include_router(module.router)
     app.include_router(health.router)
     app.include_router(v1)

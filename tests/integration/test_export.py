@@ -1,0 +1,238 @@
+"""``nakhon export`` and ``GET /v1/export`` against the real database.
+
+Each test seeds a city of its own (registered, so keys can name it), with
+sensors and readings around and inside the exported range, then compares the
+CSV with SQL over ``readings`` for the same range, row for row.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import os
+import subprocess
+import sys
+import uuid
+from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import httpx
+import psycopg
+import pytest
+
+from nakhon.domain.catalogue import METRICS
+from nakhon.storage.migrate import migrate
+from tests.integration.conftest import REPO, Stack
+from tests.integration.test_api import (
+    provision_key,
+    refresh_rollups,
+    seed_readings,
+    seed_sensors,
+    serve,
+    settings_for,
+)
+
+METRICS_EXPORTED = ("pm2_5", "temperature")
+
+
+@pytest.fixture(scope="module")
+def base_url(stack: Stack) -> Iterator[str]:
+    migrate(stack.dsn)
+    with serve(settings_for(stack, max_range_days=30)) as url:
+        yield url
+
+
+@pytest.fixture
+def seeded(stack: Stack) -> tuple[str, datetime, datetime]:
+    """A fresh city with 3 sensors and readings; (city, start, end) of a 3-hour range."""
+    migrate(stack.dsn)
+    city = f"x{uuid.uuid4().hex[:10]}"
+    with psycopg.connect(stack.dsn) as conn:
+        conn.execute(
+            "INSERT INTO cities (city_id, name_en, name_th, province)"
+            " VALUES (%s, 'Export test', 'ทดสอบ', 'test')",
+            (city,),
+        )
+    ids = [f"{city}-{i}" for i in range(3)]
+    seed_sensors(
+        stack.dsn,
+        city,
+        [(ids[0], "air_quality", 13.7563, 100.5018), (ids[1], "air_quality", 13.76, 100.505),
+         (ids[2], "weather", 18.7883, 98.9853)],
+    )  # fmt: skip
+    end = datetime.now(UTC).replace(minute=0, second=0, microsecond=0) - timedelta(hours=1)
+    start = end - timedelta(hours=3)
+    rows: list[tuple[datetime, str, str, float, str]] = []
+    for step in range(-2, 3 * 12 + 2):  # every 5 minutes, a little before and after the range
+        t = start + timedelta(minutes=5 * step, microseconds=1234 * (step % 3))
+        for n, sid in enumerate(ids):
+            rows.append((t, sid, "pm2_5", 10 + step * 0.1 + n / 3, city))
+            rows.append((t, sid, "temperature", 30.0 - step / 7, city))
+            rows.append((t, sid, "humidity", 70.0, city))  # not exported
+    seed_readings(stack.dsn, rows)
+    return city, start, end
+
+
+def run_export(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "nakhon.cli", "export", *args],
+        cwd=REPO,
+        env=os.environ.copy(),
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+
+
+def export_args(city: str, start: datetime, end: datetime, out: Path) -> list[str]:
+    metric_args = [arg for m in METRICS_EXPORTED for arg in ("--metric", m)]
+    return [
+        "--city", city, *metric_args, "--since", start.isoformat(), "--until", end.isoformat(),
+        "--out", str(out),
+    ]  # fmt: skip
+
+
+def read_csv(text: str) -> list[list[str]]:
+    return list(csv.reader(io.StringIO(text, newline="")))
+
+
+def sql_rows(dsn: str, query: str, params: dict[str, Any]) -> list[tuple[Any, ...]]:
+    with psycopg.connect(dsn) as conn:
+        return conn.execute(query, params).fetchall()
+
+
+def test_command_writes_the_readings_sensors_and_package(
+    stack: Stack, seeded: tuple[str, datetime, datetime], tmp_path: Path
+) -> None:
+    city, start, end = seeded
+    out = tmp_path / "readings.csv"
+    done = run_export(*export_args(city, start, end, out), "--licence", "CC0-1.0")
+    assert done.returncode == 0, done.stderr
+    assert "wrote 216 rows of 3 sensors" in done.stdout
+
+    header, *rows = read_csv(out.read_text(encoding="utf-8"))
+    assert header == ["time", "city", "sensor_id", "metric", "value", "unit"]
+    expected = sql_rows(
+        stack.dsn,
+        "SELECT time, city, sensor_id, metric, value FROM readings"
+        " WHERE city = %(city)s AND metric = ANY(%(metrics)s) AND time >= %(start)s"
+        " AND time < %(end)s ORDER BY time, sensor_id, metric",
+        {"city": city, "metrics": list(METRICS_EXPORTED), "start": start, "end": end},
+    )
+    assert len(expected) == 3 * 36 * 2
+    got = [
+        (datetime.fromisoformat(t), c, s, m, float(v), u) for t, c, s, m, v, u in rows
+    ]  # fromisoformat reads the Z; floats are exact (shortest round-trip text)
+    assert got == [(*row, METRICS[row[3]].unit) for row in expected]
+    assert all(r[0].endswith("Z") for r in rows)
+    assert not out.with_name("readings.csv.part").exists()
+
+    package = json.loads((tmp_path / "datapackage.json").read_text(encoding="utf-8"))
+    for key in ("profile", "name", "title", "description", "licenses", "resources", "sources"):
+        assert package[key], key
+    assert package["licenses"][0]["name"] == "CC0-1.0"
+    assert package["temporal"] == {
+        "start": start.strftime("%Y-%m-%dT%H:%M:%SZ"),
+        "end": end.strftime("%Y-%m-%dT%H:%M:%SZ"),
+    }
+    readings, sensors = package["resources"]
+    assert (readings["name"], readings["path"], readings["format"]) == (
+        "readings",
+        "readings.csv",
+        "csv",
+    )
+    assert [f["name"] for f in readings["schema"]["fields"]] == header
+    assert readings["rows"] == len(rows)
+    value = next(f for f in readings["schema"]["fields"] if f["name"] == "value")
+    assert value["units"] == {"pm2_5": "µg/m³", "temperature": "°C"}
+    assert all(f["type"] for f in readings["schema"]["fields"])
+
+    sensor_header, *sensor_rows = read_csv((tmp_path / sensors["path"]).read_text("utf-8"))
+    assert sensor_header == [f["name"] for f in sensors["schema"]["fields"]]
+    assert [(r[0], float(r[4]), float(r[5])) for r in sensor_rows] == [
+        (f"{city}-0", 13.7563, 100.5018),
+        (f"{city}-1", 13.76, 100.505),
+        (f"{city}-2", 18.7883, 98.9853),
+    ]
+
+
+def test_command_bucketed_equals_sql_over_raw_readings(
+    stack: Stack, seeded: tuple[str, datetime, datetime], tmp_path: Path
+) -> None:
+    city, start, end = seeded
+    refresh_rollups(stack.dsn)
+    out = tmp_path / "hourly.csv"
+    done = run_export(*export_args(city, start, end, out), "--bucket", "1h")
+    assert done.returncode == 0, done.stderr
+    assert "from readings_1h" in done.stdout
+
+    header, *rows = read_csv(out.read_text(encoding="utf-8"))
+    assert header[:4] == ["bucket_start", "city", "sensor_id", "metric"]
+    expected = sql_rows(
+        stack.dsn,
+        "SELECT time_bucket('1 hour', time), city, sensor_id, metric,"
+        " avg(value), min(value), max(value), count(*) FROM readings"
+        " WHERE city = %(city)s AND metric = ANY(%(metrics)s) AND time >= %(start)s"
+        " AND time < %(end)s GROUP BY 1, 2, 3, 4 ORDER BY 1, 3, 4",
+        {"city": city, "metrics": list(METRICS_EXPORTED), "start": start, "end": end},
+    )
+    assert len(rows) == len(expected) == 3 * 3 * 2
+    for row, want in zip(rows, expected, strict=True):
+        t, c, s, m, avg, low, high, count, unit = row
+        assert (datetime.fromisoformat(t), c, s, m) == want[:4]
+        assert float(avg) == pytest.approx(want[4], rel=1e-12)
+        assert (float(low), float(high), int(count)) == want[5:]
+        assert unit == METRICS[m].unit
+
+
+def test_command_refuses_bad_arguments(tmp_path: Path) -> None:
+    now = datetime.now(UTC)
+    out = tmp_path / "x.csv"
+    backwards = run_export(*export_args("bangkok", now, now - timedelta(hours=1), out))
+    assert backwards.returncode == 2 and "--since must be before --until" in backwards.stderr
+    parquet = run_export(
+        *export_args("bangkok", now - timedelta(hours=1), now, out), "--format", "parquet"
+    )
+    assert parquet.returncode == 2 and "parquet" in parquet.stderr
+    assert not out.exists()
+
+
+def test_api_streams_the_same_csv_and_checks_the_key(
+    stack: Stack, seeded: tuple[str, datetime, datetime], base_url: str, tmp_path: Path
+) -> None:
+    city, start, end = seeded
+    out = tmp_path / "readings.csv"
+    assert run_export(*export_args(city, start, end, out)).returncode == 0
+    params: dict[str, Any] = {
+        "city": city,
+        "metric": list(METRICS_EXPORTED),
+        "start": start.isoformat(),
+        "end": end.isoformat(),
+    }
+
+    def get(key: str, **changes: Any) -> httpx.Response:
+        with httpx.Client(base_url=base_url, timeout=30, headers={"X-API-Key": key}) as client:
+            return client.get("/v1/export", params={**params, **changes})
+
+    own = provision_key(stack.dsn, "tests: export", cities=[city])
+    answer = get(own)
+    assert answer.status_code == 200, answer.text
+    assert answer.headers["content-type"].startswith("text/csv")
+    assert answer.content == out.read_bytes()
+
+    other_city = provision_key(stack.dsn, "tests: export, other city", cities=["bangkok"])
+    assert get(other_city).status_code == 404
+    no_readings = provision_key(stack.dsn, "tests: export, aqi only", cities=[city], scopes=["aqi"])
+    assert get(no_readings).status_code == 403
+    too_long = get(own, start=(end - timedelta(days=31)).isoformat())
+    assert too_long.status_code == 400
+    assert too_long.json()["error"]["code"] == "range_too_long"
+    assert get(own, metric="PM 2.5").status_code == 400
+
+    hourly = get(own, bucket="1h")
+    assert hourly.status_code == 200
+    assert hourly.text.splitlines()[0].startswith("bucket_start,")
