@@ -26,6 +26,8 @@ COMMANDS = [
     "nakhon.storage.maintenance",
     "nakhon.api.command",
     "nakhon.api.keys_command",
+    "nakhon.replay.deadletters_command",
+    "nakhon.replay.replay_command",
     "nakhon.storage.export_command",
 ]
 

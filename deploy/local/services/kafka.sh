@@ -19,6 +19,12 @@ KAFKA_PARTITIONS="${NAKHON_KAFKA_PARTITIONS:-6}"
 KAFKA_REPLICATION_FACTOR="${NAKHON_KAFKA_REPLICATION_FACTOR:-1}"
 KAFKA_MIN_INSYNC_REPLICAS="${NAKHON_KAFKA_MIN_INSYNC_REPLICAS:-1}"
 KAFKA_TOPICS=(nakhon.raw nakhon.readings nakhon.deadletter)
+# How long Kafka keeps raw records and dead letters (whole days; README, "Dead
+# letters and replay"): raw longer than the processors' 30-day backfill window,
+# so a replay covers it; dead letters long enough to fix a cause and replay them.
+# Set when make up creates the topics; an existing topic keeps its retention.ms.
+KAFKA_RAW_RETENTION_DAYS="${NAKHON_KAFKA_RAW_RETENTION_DAYS:-35}"
+KAFKA_DEADLETTER_RETENTION_DAYS="${NAKHON_KAFKA_DEADLETTER_RETENTION_DAYS:-90}"
 
 kafka_install() {
   apt_install openjdk-17-jre-headless maven
@@ -196,11 +202,18 @@ kafka_topics() {
 kafka_create_topics() {
   local existing t
   existing="$(kafka_topics --list 2>>"$LOGS/kafka-topics.log")"
+  local retention
   for t in "${KAFKA_TOPICS[@]}"; do
     grep -qx "$t" <<<"$existing" && continue
+    case "$t" in
+      nakhon.raw) retention=(--config "retention.ms=$((KAFKA_RAW_RETENTION_DAYS * 86400000))") ;;
+      nakhon.deadletter) retention=(--config "retention.ms=$((KAFKA_DEADLETTER_RETENTION_DAYS * 86400000))") ;;
+      *) retention=() ;;
+    esac
     kafka_topics --create --if-not-exists --topic "$t" --partitions "$KAFKA_PARTITIONS" \
         --replication-factor "$KAFKA_REPLICATION_FACTOR" \
-        --config "min.insync.replicas=$KAFKA_MIN_INSYNC_REPLICAS" >>"$LOGS/kafka-topics.log" 2>&1 \
+        --config "min.insync.replicas=$KAFKA_MIN_INSYNC_REPLICAS" "${retention[@]}" \
+        >>"$LOGS/kafka-topics.log" 2>&1 \
       || die "create kafka topic $t" "$LOGS/kafka-topics.log" "TopicCommand failed"
   done
 }
