@@ -588,3 +588,42 @@ def _kafka_cluster_id() -> str:
         text = base64.urlsafe_b64encode(uuid.uuid4().bytes).rstrip(b"=").decode()
         if not text.startswith("-"):  # Kafka's Uuid.randomUuid() avoids those
             return text
+
+
+async def relaunch_isolated_kafka(
+    kafka: IsolatedKafka, timeout_s: float = 90, broker_session_timeout_ms: int = 9000
+) -> None:
+    """Start ``kafka`` again on the data it has (after a kill: no new format), and wait.
+
+    For the harnesses that kill Kafka mid-stream and bring it back
+    (``python -m tools.chaos``): the same ports and log directory, so its
+    topics, offsets and producer states are recovered. The broker session
+    timeout goes back to Kafka's default (9 s, as the stack's): the node's
+    controller keeps the killed broker's registration until that session
+    expires, and refuses the new one meanwhile (DUPLICATE_BROKER_REGISTRATION);
+    with the 60 s a freeze needs, the broker gives up registering first.
+    """
+    java = shutil.which("java")
+    if java is None or kafka.directory is None:
+        raise SandboxError("relaunch needs java and a Kafka started before (start())")
+    if kafka.proc is not None and kafka.proc.poll() is None:
+        raise SandboxError(f"the isolated Kafka on {kafka.port} still runs")
+    directory = kafka.directory
+    config = directory / "server.properties"
+    lines = [
+        line
+        for line in config.read_text().splitlines()
+        if not line.startswith("broker.session.timeout.ms=")
+    ]
+    config.write_text(
+        "\n".join([*lines, f"broker.session.timeout.ms={broker_session_timeout_ms}", ""])
+    )
+    with kafka.log_path.open("ab") as log:
+        kafka.proc = await asyncio.to_thread(
+            subprocess.Popen,  # our own command line, as IsolatedKafka._launch starts it
+            [java, "-Xms256m", "-Xmx256m", "-XX:+UseG1GC", "-Djava.awt.headless=true",
+             f"-Dlog4j2.configurationFile={_KAFKA_LOGGING / 'log4j2.yaml'}",
+             "-cp", f"{KAFKA_LIBS}/*", "kafka.Kafka", str(config)],
+            stdout=log, stderr=subprocess.STDOUT, cwd=directory,
+        )  # fmt: skip
+    await wait_for(kafka._answers, timeout_s, f"Kafka on {kafka.port} again ({kafka.log_path})")

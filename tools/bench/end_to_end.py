@@ -6,12 +6,14 @@ its publish time as its own time (µs); the processor publishes a reading to
 ``<ns>.readings`` right after the database commit that stored it, so a
 consumer there sees publish -> row latency (plus one Kafka hop).
 
-Two phases: *throughput* publishes as fast as the gateway takes messages, with
-Mosquitto's own C publisher (``mosquitto_pub -l``, several at once) so that the
-load generator is not what is measured, and reports readings stored per
-second; *latency* publishes at a fixed, sustainable rate from a paho publisher
-that stamps each pack with its publish time, and reports p50/p99
-publish-to-row, the figure a city app feels.
+Two kinds of phase, both published by Mosquitto's own C publisher
+(``mosquitto_pub -l``, several at once) so that the load generator is not what
+is measured: *throughput* publishes as fast as the gateway takes messages and
+reports readings stored per second; *latency* publishes at a given rate (a
+share of the flat-out one), each pack dated with the moment its line is handed
+to ``mosquitto_pub``, and reports p50/p99 publish-to-row, the figure a city app
+feels. Given a :class:`~tools.bench.cpu.CpuMeter`, a phase also reports the
+CPU each component spent on it.
 """
 
 from __future__ import annotations
@@ -25,14 +27,12 @@ from dataclasses import dataclass
 from datetime import datetime
 
 import orjson
-import paho.mqtt.client as mqtt
 import psycopg
 from aiokafka import AIOKafkaConsumer
-from paho.mqtt.enums import CallbackAPIVersion
 
 from nakhon.kafka_client import kafka_client_options
-from nakhon.local_stack import LOCAL_STACK
 from tools.bench.ceilings import BENCH_CITY
+from tools.bench.cpu import CpuCost, CpuMeter
 from tools.bench.mqtt_logins import Broker, c_client_env
 from tools.bench.stats import percentile
 from tools.sandbox import LOCAL_CA, MQTT_TLS_PORT, PipelineNamespace
@@ -43,12 +43,15 @@ _METRICS = ("pm2_5", "pm10", "temperature", "humidity", "noise_laeq")
 
 @dataclass(frozen=True)
 class PhaseResult:
+    messages: int
     readings: int
     seconds: float
     readings_per_s: float
     #: Publish -> row, only where packs carry their publish time (rate given).
     latency_p50_ms: float | None
     latency_p99_ms: float | None
+    #: CPU per component over the phase (a meter given): gateway, processor, the stack's.
+    cpu: dict[str, CpuCost] | None = None
 
 
 def _pack(sensor: str, seq: int, when: float | None = None) -> bytes:
@@ -59,45 +62,6 @@ def _pack(sensor: str, seq: int, when: float | None = None) -> bytes:
     ]
     records += [{"n": m, "v": 20.0 + seq % 50} for m in _METRICS[1:]]
     return orjson.dumps(records)
-
-
-class _Publisher:
-    def __init__(self, ns: PipelineNamespace) -> None:
-        creds = ns.publisher_credentials
-        assert creds is not None, "prepare() the namespace first"
-        self.client = mqtt.Client(CallbackAPIVersion.VERSION2, protocol=mqtt.MQTTv5)
-        self.client.username_pw_set(creds.username, creds.password)
-        self.client.max_inflight_messages_set(2000)
-        self.client.connect("127.0.0.1", LOCAL_STACK.mqtt_port)
-        self.client.loop_start()
-
-    def run(self, ns: PipelineNamespace, tag: str, messages: int, rate: float | None) -> None:
-        """Publish ``messages`` packs from 1000 sensors, at ``rate`` msg/s or flat out."""
-        started = time.perf_counter()
-        last = None
-        for i in range(messages):
-            sensor = f"{ns.name}-{tag}{i % 1000}"
-            last = self.client.publish(
-                ns.topic(BENCH_CITY, sensor, "senml"), _pack(sensor, i), qos=1
-            )
-            if rate is not None:
-                ahead = started + (i + 1) / rate - time.perf_counter()
-                if ahead > 0:
-                    time.sleep(ahead)
-        if last is not None:
-            last.wait_for_publish(120)
-
-    def close(self) -> None:
-        self.client.disconnect()
-        self.client.loop_stop()
-
-
-def _publish(ns: PipelineNamespace, tag: str, messages: int, rate: float | None) -> None:
-    publisher = _Publisher(ns)
-    try:
-        publisher.run(ns, tag, messages, rate)
-    finally:
-        publisher.close()
 
 
 async def _collect(
@@ -129,6 +93,30 @@ def _epoch(iso: str) -> float:
     return datetime.fromisoformat(iso).timestamp()
 
 
+def _c_publisher_procs(
+    ns: PipelineNamespace, tag: str, env: dict[str, str], count: int
+) -> list[tuple[str, subprocess.Popen[bytes]]]:
+    """``count`` ``mosquitto_pub -l`` processes, one sensor (one topic) each, reading stdin."""
+    procs = []
+    for k in range(count):
+        sensor = f"{ns.name}-{tag}{k}"
+        proc = subprocess.Popen(  # noqa: S603  (fixed command line)
+            [
+                "/usr/bin/mosquitto_pub",
+                "-q",
+                "1",
+                "-l",
+                "-t",
+                ns.topic(BENCH_CITY, sensor, "senml"),
+            ],
+            stdin=subprocess.PIPE,
+            env=env,
+            bufsize=0,
+        )
+        procs.append((sensor, proc))
+    return procs
+
+
 def _c_publishers(
     ns: PipelineNamespace, tag: str, messages: int, tls: bool = False, count: int = 4
 ) -> None:
@@ -139,58 +127,79 @@ def _c_publishers(
     """
     per = messages // count
     base = time.time() - per
-    procs = []
-    broker = Broker(publisher=ns.publisher_credentials)
+    broker = Broker(publisher=ns.publisher_credentials, port=ns.mqtt_port)
     if tls:
         broker = dataclasses.replace(broker, port=MQTT_TLS_PORT, ca_file=LOCAL_CA)
     with c_client_env(broker) as env:
-        for k in range(count):
-            sensor = f"{ns.name}-{tag}{k}"
-            lines = b"".join(_pack(sensor, i, base + i) + b"\n" for i in range(per))
-            proc = subprocess.Popen(  # noqa: S603  (fixed command line)
-                [
-                    "/usr/bin/mosquitto_pub",
-                    "-q",
-                    "1",
-                    "-l",
-                    "-t",
-                    ns.topic(BENCH_CITY, sensor, "senml"),
-                ],
-                stdin=subprocess.PIPE,
-                env=env,
-            )
-            procs.append((proc, lines))
-        for proc, lines in procs:
+        procs = _c_publisher_procs(ns, tag, env, count)
+        for sensor, proc in procs:
             assert proc.stdin is not None
-            proc.stdin.write(lines)
+            proc.stdin.write(b"".join(_pack(sensor, i, base + i) + b"\n" for i in range(per)))
             proc.stdin.close()
-        for proc, _ in procs:
+        for _, proc in procs:
+            proc.wait(300)
+
+
+def _paced_c_publishers(
+    ns: PipelineNamespace, tag: str, messages: int, rate: float, count: int = 4
+) -> None:
+    """Publish ``messages`` packs at ``rate`` a second through ``count`` mosquitto_pub.
+
+    Each pack is dated the moment its line goes to its publisher (strictly
+    increasing, so no two are duplicates); the publishers take turns.
+    """
+    broker = Broker(publisher=ns.publisher_credentials, port=ns.mqtt_port)
+    with c_client_env(broker) as env:
+        procs = _c_publisher_procs(ns, tag, env, count)
+        started = time.perf_counter()
+        last = 0.0
+        for i in range(messages):
+            ahead = started + i / rate - time.perf_counter()
+            if ahead > 0.001:
+                time.sleep(ahead)
+            sensor, proc = procs[i % count]
+            last = max(time.time(), last + 1e-5)
+            assert proc.stdin is not None
+            proc.stdin.write(_pack(sensor, i, last) + b"\n")
+        for _, proc in procs:
+            assert proc.stdin is not None
+            proc.stdin.close()
+        for _, proc in procs:
             proc.wait(300)
 
 
 async def run_phase(
-    ns: PipelineNamespace, tag: str, messages: int, rate: float | None, *, tls: bool = False
+    ns: PipelineNamespace,
+    tag: str,
+    messages: int,
+    rate: float | None,
+    *,
+    tls: bool = False,
+    meter: CpuMeter | None = None,
 ) -> PhaseResult:
     """Publish ``messages`` packs (flat out when ``rate`` is None) and time their rows.
 
     With ``tls``, the flat-out publishers reach the broker over TLS (8883).
+    With ``meter``, the CPU of each component is sampled as the first pack
+    goes out and once the last reading is in.
     """
+    messages -= messages % 4
     consumer = AIOKafkaConsumer(ns.readings_topic, **kafka_client_options(ns.kafka), group_id=None)
     await consumer.start()
     try:
         await consumer.seek_to_end()
         latencies: list[float] = []
+        before = meter.sample() if meter else None
         started = time.perf_counter()
         if rate is None:
-            messages -= messages % 4
             publishing = asyncio.ensure_future(
                 asyncio.to_thread(_c_publishers, ns, tag, messages, tls)
             )
         else:
-            # A process of its own: the publisher must not share a GIL with the
-            # consumer that timestamps arrivals.
+            # A process of its own: the publisher's pacing must not share a GIL
+            # with the consumer that timestamps arrivals.
             process = multiprocessing.get_context("fork").Process(
-                target=_publish, args=(ns, tag, messages, rate), daemon=True
+                target=_paced_c_publishers, args=(ns, tag, messages, rate), daemon=True
             )
             process.start()
             publishing = asyncio.ensure_future(asyncio.to_thread(process.join, 300))
@@ -199,19 +208,26 @@ async def run_phase(
             last_at = await _collect(consumer, expect, latencies, timeout_s=300)
         finally:
             await publishing
+        after = meter.sample() if meter else None
     finally:
         await consumer.stop()
     seconds = last_at - started
+    readings = messages * READINGS_PER_MESSAGE
     return PhaseResult(
-        readings=messages * READINGS_PER_MESSAGE,
+        messages=messages,
+        readings=readings,
         seconds=round(seconds, 2),
-        readings_per_s=round(messages * READINGS_PER_MESSAGE / seconds),
+        readings_per_s=round(readings / seconds),
         latency_p50_ms=round(percentile(latencies, 50), 1) if rate is not None else None,
         latency_p99_ms=round(percentile(latencies, 99), 1) if rate is not None else None,
+        cpu=meter.costs(before, after, messages, readings) if meter and before and after else None,
     )
 
 
 def cleanup(ns: PipelineNamespace, dsn: str) -> None:
+    """Delete the namespace's rows: readings, positions and sensors (the owner's DSN)."""
+    like = (ns.name + "-%",)
     with psycopg.connect(dsn) as conn:
-        conn.execute("DELETE FROM readings WHERE sensor_id LIKE %s", (ns.name + "-%",))
-        conn.execute("DELETE FROM sensors WHERE sensor_id LIKE %s", (ns.name + "-%",))
+        conn.execute("DELETE FROM readings WHERE sensor_id LIKE %s", like)
+        conn.execute("DELETE FROM positions WHERE vehicle_id LIKE %s", like)
+        conn.execute("DELETE FROM sensors WHERE sensor_id LIKE %s", like)

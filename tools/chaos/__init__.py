@@ -1,0 +1,1 @@
+"""``make chaos``: one component hurt mid-stream at a time, and what was stored of N readings."""
