@@ -80,6 +80,11 @@ class KafkaSettings(BaseModel):
     readings_topic: str = "nakhon.readings"
     deadletter_topic: str = "nakhon.deadletter"
     consumer_group: str = "nakhon-processor"
+    #: The longest the processor may go without polling before the group counts it
+    #: dead and rebalances (aiokafka's ``max_poll_interval_ms``). A batch that waits
+    #: (the database away) keeps polling with its partitions paused, so it does not
+    #: need raising for outages; a test lowers it to see that.
+    max_poll_interval_ms: int = Field(default=300_000, gt=0)
     linger_ms: int = 5
     max_batch_bytes: int = 512 * 1024
     compression: Literal["none", "gzip", "lz4", "zstd"] = "lz4"

@@ -77,6 +77,8 @@ def build_processor(
         enable_auto_commit=False,
         auto_offset_reset="earliest",
         max_poll_records=settings.processor.batch_max_records,
+        # A batch waiting for the database polls on, paused (Processor._hold_partitions).
+        max_poll_interval_ms=kafka.max_poll_interval_ms,
         fetch_max_bytes=64 * 1024 * 1024,
         max_partition_fetch_bytes=8 * 1024 * 1024,
     )

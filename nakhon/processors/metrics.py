@@ -93,6 +93,18 @@ class ProcessorMetrics:
             ["topic"],
             registry=registry,
         )
+        self.partitions_paused = Gauge(
+            "nakhon_processor_partitions_paused",
+            "Partitions of nakhon.raw paused while a batch waits (the database or Kafka away): "
+            "the processor polls on and keeps them; 0 while it consumes",
+            registry=registry,
+        )
+        self.db_outage_seconds = Gauge(
+            "nakhon_processor_db_outage_seconds",
+            "Seconds since the database stopped taking the processor's writes; 0 while it "
+            "takes them",
+            registry=registry,
+        )
         self.commits = Counter(
             "nakhon_processor_offset_commits_total",
             "Kafka offset commits after a durable batch, by result",

@@ -17,16 +17,27 @@ A crash anywhere before 5 replays the batch; the unique key (sensor, metric,
 time) makes the replayed rows no-ops, so every reading is stored exactly once.
 ``nakhon.deadletter`` and ``nakhon.readings`` are at-least-once: a replay may
 repeat a record there.
+
+A batch that waits (the database or Kafka away, retried in 3 or 4) keeps the
+processor in its consumer group: the group counts a member that has not polled
+for ``max_poll_interval_ms`` as dead and hands its partitions to others (with
+several processors, over and over: a rebalance storm). So the waiting batch
+pauses every assigned partition and polls on (paused partitions return
+nothing); records that come back all the same (partitions a rebalance just
+assigned, not paused yet) are sought back to their first offset, so nothing is
+skipped; the partitions resume once the batch is committed.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import dataclasses
 import logging
 import math
 import time
 from collections.abc import Awaitable, Callable, Collection, Sequence
+from datetime import UTC, datetime
 from typing import Any, Protocol
 
 import psycopg
@@ -56,6 +67,11 @@ log = logging.getLogger(__name__)
 
 _BACKOFF_MIN_S = 0.5
 _BACKOFF_MAX_S = 30.0
+#: How long one poll of a held batch waits: at most this late, the batch's end stops the polls.
+_HOLD_POLL_MS = 500
+#: A batch that lasts longer holds its partitions even before anything failed (a write that
+#: hangs on a dead host); a quarter of ``max_poll_interval_ms`` if that is shorter.
+_HOLD_AFTER_S = 10.0
 
 
 #: What ``getmany`` returns: records per partition.
@@ -76,6 +92,12 @@ class RawConsumer(Protocol):
     async def getmany(self, *, timeout_ms: int, max_records: int) -> KafkaBatch: ...
     async def commit(self, offsets: dict[TopicPartition, int]) -> None: ...
     def highwater(self, partition: TopicPartition) -> int | None: ...
+    # While a batch waits: pause, poll, seek back what came anyway, resume.
+    def assignment(self) -> set[TopicPartition]: ...
+    def pause(self, *partitions: TopicPartition) -> None: ...
+    def paused(self) -> set[TopicPartition]: ...
+    def resume(self, *partitions: TopicPartition) -> None: ...
+    def seek(self, partition: TopicPartition, offset: int) -> None: ...
 
 
 class RecordProducer(Protocol):
@@ -131,7 +153,15 @@ class Processor:
         self._producer = producer
         self._stopping = asyncio.Event()
         self._db_ok = False
+        #: Unix time the database stopped taking this processor's writes; None while it takes them.
+        self._db_down_since: float | None = None
         self._started = False
+        #: True while a batch is in process: only a batch holds its partitions.
+        self._in_batch = False
+        #: The polls that keep a waiting batch's member in the group, and what ends them.
+        self._hold: asyncio.Task[None] | None = None
+        self._hold_ends = asyncio.Event()
+        metrics.db_outage_seconds.set_function(self._outage_seconds)
         self._city_newest: dict[str, float] = {}
         self._registry_loaded_at = -math.inf
         #: Looked up since the last refresh and not registered: not asked again until then.
@@ -207,8 +237,18 @@ class Processor:
         if not self._started:
             return False, "starting"
         if not self._db_ok:
-            return False, "database unavailable (retrying)"
+            detail = "database unavailable (retrying)"
+            if self._db_down_since is not None:
+                since = datetime.fromtimestamp(self._db_down_since, UTC)
+                detail += f" since {since:%Y-%m-%dT%H:%M:%SZ}"
+            if self._hold is not None:
+                detail += ", partitions paused"
+            return False, detail
         return True, "consuming"
+
+    def _outage_seconds(self) -> float:
+        """Seconds the database has not taken this processor's writes (0 while it does)."""
+        return 0.0 if self._db_down_since is None else max(time.time() - self._db_down_since, 0.0)
 
     # one batch --------------------------------------------------------------
 
@@ -256,6 +296,26 @@ class Processor:
         return True
 
     async def process(self, batch: KafkaBatch) -> None:
+        """Make ``batch`` durable, then commit its offsets.
+
+        Should it wait long (a failure retried, or past ``_HOLD_AFTER_S``), it
+        holds its partitions (:meth:`_hold_partitions`) until it is committed.
+        """
+        hold_after = min(_HOLD_AFTER_S, self._kafka.max_poll_interval_ms / 4000)
+        hold_timer = asyncio.get_running_loop().call_later(hold_after, self._hold_partitions)
+        self._in_batch = True
+        try:
+            await self._make_durable(batch)
+        finally:
+            self._in_batch = False
+            hold_timer.cancel()
+            held = await self._end_hold()
+        await self._commit({tp: msgs[-1].offset + 1 for tp, msgs in batch.items()})
+        if held:
+            self._resume_partitions()
+
+    async def _make_durable(self, batch: KafkaBatch) -> None:
+        """Judge, store and publish ``batch``: all but its commit."""
         if time.monotonic() - self._registry_loaded_at > self._settings.registry_refresh_s:
             try:
                 await self.refresh_registry()
@@ -271,7 +331,6 @@ class Processor:
         outcome = await self._store(judged)
         await self._publish(outcome)
         self._account(outcome)
-        await self._commit({tp: msgs[-1].offset + 1 for tp, msgs in batch.items()})
 
     async def _store(self, judged: BatchOutcome) -> BatchOutcome:
         """Write the batch's rows; returns the batch as stored (payloads the database refused
@@ -280,11 +339,15 @@ class Processor:
         while True:
             try:
                 stored = await self._write_isolating(judged.outcomes)
-                self._db_ok = True
+                self._database_back()
                 return BatchOutcome(stored)
             except psycopg.Error as exc:
-                # Only "retry" errors reach here: _write_isolating absorbs data errors.
+                # Only "retry" errors reach here: _write_isolating absorbs data errors
+                # (a login refused, 28000 or no SQLSTATE at all, is one of these).
                 self._db_ok = False
+                if self._db_down_since is None:
+                    self._db_down_since = time.time()
+                self._hold_partitions()
                 transient = is_transient(exc)
                 self._metrics.db_write_errors.labels("transient" if transient else "blocked").inc()
                 if transient:
@@ -300,6 +363,15 @@ class Processor:
                 await self._writer.close()
                 await self._sleep_or_stop(delay)
                 delay = min(delay * 2, _BACKOFF_MAX_S)
+
+    def _database_back(self) -> None:
+        if self._db_down_since is not None:
+            log.info(
+                "the database takes the writes again, after %.0f s",
+                time.time() - self._db_down_since,
+            )
+            self._db_down_since = None
+        self._db_ok = True
 
     async def _write_isolating(
         self, outcomes: tuple[RecordOutcome, ...]
@@ -356,6 +428,7 @@ class Processor:
             out, failure = await self._send_all(out)
             if failure is not None:
                 log.warning("publishing to Kafka failed (%s); retrying in %.1fs", failure, delay)
+                self._hold_partitions()
                 await self._sleep_or_stop(delay)
                 delay = min(delay * 2, _BACKOFF_MAX_S)
 
@@ -458,6 +531,69 @@ class Processor:
                 self._metrics.consumer_lag.labels(str(tp.partition)).set(
                     max(highwater - next_offset, 0)
                 )
+
+    # holding the partitions of a waiting batch ------------------------------
+
+    def _hold_partitions(self) -> None:
+        """Keep this member in the group while the batch waits (module docstring).
+
+        aiokafka counts the time since the last ``getmany`` ended against
+        ``max_poll_interval_ms`` (its heartbeat task leaves the group past it);
+        its heartbeats alone do not keep the member. A no-op outside a batch or
+        while already held.
+        """
+        if self._in_batch and self._hold is None:
+            self._hold_ends.clear()
+            self._hold = asyncio.create_task(self._poll_paused(), name="processor-hold")
+
+    async def _poll_paused(self) -> None:
+        consumer = self._consumer
+        log.info("the batch waits: its partitions are paused and polled, so the group keeps them")
+        while not self._hold_ends.is_set():
+            # Every time: a rebalance gives partitions unpaused (new ones, and ours again).
+            consumer.pause(*consumer.assignment())
+            self._metrics.partitions_paused.set(len(consumer.paused()))
+            try:
+                came = await consumer.getmany(
+                    timeout_ms=_HOLD_POLL_MS, max_records=self._settings.batch_max_records
+                )
+            except KafkaError as exc:
+                log.warning("polling while the batch waits failed (%s); polling again", exc)
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._hold_ends.wait(), _HOLD_POLL_MS / 1000)
+                continue
+            for partition, records in came.items():
+                self._give_back(partition, records[0].offset)
+
+    def _give_back(self, partition: TopicPartition, first_offset: int) -> None:
+        """Records polled while the batch waits, of a partition assigned during that poll:
+        back to the first, read again once the batch is committed. Nothing is skipped."""
+        try:
+            self._consumer.seek(partition, first_offset)
+            self._consumer.pause(partition)
+        except IllegalStateError:
+            return  # no longer ours: its new owner starts from the last commit
+        log.info(
+            "records of partition %d came while paused; back to offset %d",
+            partition.partition,
+            first_offset,
+        )
+
+    async def _end_hold(self) -> bool:
+        """Stop the polls of a held batch (the partitions stay paused); True if it was held."""
+        hold, self._hold = self._hold, None
+        if hold is None:
+            return False
+        self._hold_ends.set()
+        # Shielded: a getmany cancelled midway leaves aiokafka counting a poll in progress.
+        await asyncio.shield(hold)
+        return True
+
+    def _resume_partitions(self) -> None:
+        paused = self._consumer.paused()
+        self._consumer.resume(*paused)
+        self._metrics.partitions_paused.set(0)
+        log.info("the batch is committed: %d partitions resumed", len(paused))
 
     async def _sleep_or_stop(self, delay: float) -> None:
         try:

@@ -9,6 +9,7 @@ by Kafka, and only then the offset commit. No service is involved.
 from __future__ import annotations
 
 import asyncio
+import re
 from collections.abc import Awaitable, Callable, Collection, Sequence
 from dataclasses import FrozenInstanceError
 from datetime import UTC, datetime
@@ -21,7 +22,7 @@ from aiokafka import ConsumerRecord, TopicPartition
 from aiokafka.errors import KafkaConnectionError
 from prometheus_client import CollectorRegistry
 
-from nakhon.config import DEFAULT_ROUTES, KafkaSettings, ProcessorSettings
+from nakhon.config import DEFAULT_ROUTES, KafkaSettings, ProcessorSettings, Settings
 from nakhon.domain.raw_record import MqttMessage, epoch_us, raw_headers
 from nakhon.domain.records import Position, RawRecord, Reading, Stage
 from nakhon.processors import processor as processor_module
@@ -35,6 +36,8 @@ from nakhon.storage.writer import WriteResult
 NOW = datetime(2026, 11, 27, 8, 0, tzinfo=UTC)
 CITY = "rayong"
 RAW, DEAD, READINGS = "nakhon.raw", "nakhon.deadletter", "nakhon.readings"
+#: The partitions of nakhon.raw the fake consumer is assigned.
+ASSIGNED = frozenset(TopicPartition(RAW, p) for p in range(4))
 #: The writer refuses the readings of sensors named so as a data error (SQLSTATE 22003).
 POISON = "aq-poison"
 
@@ -159,13 +162,25 @@ class FakeKafka:
 
 
 class FakeConsumer:
-    """Hands out ``batches`` one by one, then asks the processor to stop."""
+    """Hands out ``batches`` one by one, then asks the processor to stop.
+
+    It is assigned :data:`ASSIGNED`. While any partition is paused a poll
+    returns nothing, after its ``timeout_ms``, unless ``strays`` holds records:
+    those come back as aiokafka returns the records of partitions a rebalance
+    assigned during the poll (unpaused).
+    """
 
     def __init__(self, log: list[str], batches: list[KafkaBatch]) -> None:
         self.log = log
         self.batches = batches
         self.commits: list[dict[TopicPartition, int]] = []
         self.when_empty: Callable[[], Awaitable[None]] | None = None
+        self.assigned = set(ASSIGNED)
+        self.paused_now: set[TopicPartition] = set()
+        #: What was paused at each poll made while something was paused.
+        self.paused_polls: list[frozenset[TopicPartition]] = []
+        self.strays: KafkaBatch = {}
+        self.seeks: list[tuple[TopicPartition, int]] = []
 
     async def start(self) -> None:
         pass
@@ -174,6 +189,12 @@ class FakeConsumer:
         pass
 
     async def getmany(self, *, timeout_ms: int, max_records: int) -> KafkaBatch:
+        if self.paused_now:
+            self.paused_polls.append(frozenset(self.paused_now))
+            await asyncio.sleep(timeout_ms / 1000)
+            strays, self.strays = self.strays, {}
+            self.assigned |= strays.keys()
+            return strays
         if self.batches:
             return self.batches.pop(0)
         if self.when_empty is not None:
@@ -187,6 +208,24 @@ class FakeConsumer:
     def highwater(self, partition: TopicPartition) -> int | None:
         return None
 
+    def assignment(self) -> set[TopicPartition]:
+        return set(self.assigned)
+
+    def pause(self, *partitions: TopicPartition) -> None:
+        assert set(partitions) <= self.assigned, "aiokafka: IllegalStateError"
+        self.paused_now |= set(partitions)
+
+    def paused(self) -> set[TopicPartition]:
+        return set(self.paused_now)
+
+    def resume(self, *partitions: TopicPartition) -> None:
+        self.log.append(f"resume {len(partitions)}")
+        self.paused_now -= set(partitions)
+
+    def seek(self, partition: TopicPartition, offset: int) -> None:
+        assert partition in self.assigned, "aiokafka: IllegalStateError"
+        self.seeks.append((partition, offset))
+
 
 class Rig:
     def __init__(self, *batches: KafkaBatch) -> None:
@@ -194,12 +233,13 @@ class Rig:
         self.db = FakeDatabase(self.log)
         self.kafka = FakeKafka(self.log)
         self.consumer = FakeConsumer(self.log, list(batches))
+        self.registry = CollectorRegistry()
         self.processor = Processor(
             KafkaSettings(bootstrap_servers="127.0.0.1:1"),
             ProcessorSettings(),
             Pipeline(Router(DEFAULT_ROUTES, "unknown"), NormalizePolicy()),
             self.db,
-            ProcessorMetrics(CollectorRegistry()),
+            ProcessorMetrics(self.registry),
             self.consumer,
             self.kafka,
         )
@@ -211,10 +251,14 @@ class Rig:
     def letters(self) -> list[dict[str, bytes]]:
         return [headers for topic, _, headers in self.kafka.sent if topic == DEAD]
 
+    def metric(self, name: str) -> float | None:
+        return self.registry.get_sample_value(name)
+
 
 @pytest.fixture(autouse=True)
 def quick_backoff(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(processor_module, "_BACKOFF_MIN_S", 0.005)
+    monkeypatch.setattr(processor_module, "_HOLD_POLL_MS", 2)
 
 
 def sensor(n: int, poisoned: Collection[int] = ()) -> str:
@@ -271,6 +315,118 @@ async def test_nothing_is_committed_or_published_while_the_database_fails() -> N
     assert rig.consumer.commits == []
     assert rig.kafka.sent == []  # not even the dead letter: the batch replays whole
     assert rig.db.rows == set()
+
+
+#: The database refusing the processor's login (its role made NOLOGIN, its password
+#: changed): psycopg's failed connection carries no SQLSTATE; a server may send 28xxx.
+LOGIN_REFUSED = [
+    psycopg.OperationalError('connection failed: FATAL:  role "w" is not permitted to log in'),
+    psycopg.errors.InvalidAuthorizationSpecification('role "w" is not permitted to log in'),
+    psycopg.errors.InvalidPassword('password authentication failed for user "w"'),
+]
+READY_DETAIL = re.compile(
+    r"database unavailable \(retrying\) since \d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ, partitions paused"
+)
+
+
+@pytest.mark.parametrize("refusal", LOGIN_REFUSED, ids=["no-sqlstate", "28000", "28P01"])
+async def test_a_long_outage_polls_with_every_partition_paused_and_resumes_after_the_commit(
+    refusal: psycopg.Error,
+) -> None:
+    rig = Rig(batch(record(0, 1), record(1, 5, "aq-2"), record(1, 6, "aq-3", b"not json")))
+    rig.db.fail_forever = refusal
+    await rig.processor.start()
+    running = asyncio.create_task(rig.run())
+    # Polled on and on (the member stays in the group), every partition paused each time.
+    await eventually(lambda: len(rig.consumer.paused_polls) >= 20 and rig.db.writes >= 3)
+    assert set(rig.consumer.paused_polls) == {ASSIGNED}
+    assert (rig.consumer.commits, rig.kafka.sent, rig.db.rows) == ([], [], set())
+    ready, detail = rig.processor.readiness()
+    assert not ready
+    assert READY_DETAIL.fullmatch(detail), detail
+    assert rig.metric("nakhon_processor_partitions_paused") == len(ASSIGNED)
+    assert (rig.metric("nakhon_processor_db_outage_seconds") or 0) > 0
+
+    rig.db.fail_forever = None  # the database is back
+    await running
+    assert rig.db.sensors == {"aq-1", "aq-2"}
+    assert [h["reason"] for h in rig.letters()] == [b"malformed_json"]  # not the refusal
+    assert rig.consumer.commits == [{TopicPartition(RAW, 0): 2, TopicPartition(RAW, 1): 7}]
+    assert rig.log[-2:] == ["commit", f"resume {len(ASSIGNED)}"]
+    assert rig.consumer.paused_now == set()
+    assert rig.processor.readiness() == (True, "consuming")
+    assert rig.metric("nakhon_processor_partitions_paused") == 0
+    assert rig.metric("nakhon_processor_db_outage_seconds") == 0
+
+
+async def test_records_polled_while_paused_are_sought_back_to_their_first_offset() -> None:
+    rig = Rig(batch(record(0, 1)))
+    rig.db.fail_forever = psycopg.OperationalError("connection refused")
+    # A rebalance assigns partition 5 during a poll: aiokafka returns its records, unpaused.
+    new = TopicPartition(RAW, 5)
+    rig.consumer.strays = {new: [record(5, 40, "aq-40"), record(5, 41, "aq-41")]}
+    running = asyncio.create_task(rig.run())
+    await eventually(lambda: len(rig.consumer.paused_polls) >= 5)
+    assert rig.consumer.seeks == [(new, 40)]
+    assert rig.consumer.paused_polls[1:] == [ASSIGNED | {new}] * (
+        len(rig.consumer.paused_polls) - 1
+    )
+    rig.db.fail_forever = None
+    await running
+    assert rig.db.sensors == {"aq-1"}  # not the strays: read again after the resume
+    assert rig.consumer.commits == [{TopicPartition(RAW, 0): 2}]
+    assert rig.log[-1] == f"resume {len(ASSIGNED) + 1}"
+
+
+async def test_sigterm_during_a_long_outage_ends_the_polls_and_commits_nothing() -> None:
+    rig = Rig(batch(record(0, 1), record(0, 2, "aq-2", b"not json")), batch(record(0, 3, "aq-3")))
+    rig.db.fail_forever = LOGIN_REFUSED[1]
+    running = asyncio.create_task(rig.run())
+    await eventually(lambda: len(rig.consumer.paused_polls) >= 10)
+    await rig.processor.stop()  # SIGTERM
+    await running
+    polls = len(rig.consumer.paused_polls)
+    await asyncio.sleep(0.05)
+    assert len(rig.consumer.paused_polls) == polls  # the polls ended with the batch
+    assert (rig.consumer.commits, rig.kafka.sent, rig.db.rows) == ([], [], set())
+    assert len(rig.consumer.batches) == 1  # the next batch was never taken
+
+
+async def test_a_batch_slower_than_the_hold_delay_holds_its_partitions(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(processor_module, "_HOLD_AFTER_S", 0.01)
+    rig = Rig(batch(record(2, 9)))
+
+    async def hanging_write() -> None:  # no failure: a write that takes long
+        await eventually(lambda: len(rig.consumer.paused_polls) >= 3)
+
+    rig.db.on_write = hanging_write
+    await rig.run()
+    assert set(rig.consumer.paused_polls) == {ASSIGNED}
+    assert rig.consumer.commits == [{TopicPartition(RAW, 2): 10}]
+    assert rig.log[-2:] == ["commit", f"resume {len(ASSIGNED)}"]
+
+
+async def test_kafka_away_while_publishing_holds_the_partitions_until_the_commit() -> None:
+    rig = Rig(batch(record(0, 1), record(0, 2, "aq-2", b"not json")))
+    rig.kafka.away = True
+    running = asyncio.create_task(rig.run())
+    await eventually(lambda: len(rig.consumer.paused_polls) >= 5)
+    assert rig.db.sensors == {"aq-1"}
+    assert rig.consumer.commits == []
+    rig.kafka.away = False
+    await running
+    assert rig.consumer.commits == [{TopicPartition(RAW, 0): 3}]
+    assert rig.log[-2:] == ["commit", f"resume {len(ASSIGNED)}"]
+
+
+def test_max_poll_interval_is_a_setting_with_aiokafkas_default(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    assert KafkaSettings().max_poll_interval_ms == 300_000
+    monkeypatch.setenv("NAKHON_KAFKA_MAX_POLL_INTERVAL_MS", "10000")
+    assert Settings().kafka.max_poll_interval_ms == 10_000
 
 
 @pytest.mark.parametrize(
