@@ -80,6 +80,12 @@ class KafkaSettings(BaseModel):
     readings_topic: str = "nakhon.readings"
     deadletter_topic: str = "nakhon.deadletter"
     consumer_group: str = "nakhon-processor"
+    #: Whole days Kafka keeps ``raw_topic`` and ``deadletter_topic`` (``retention.ms``,
+    #: set when ``make up`` creates them): raw longer than the 30-day backfill
+    #: horizon, so ``nakhon replay raw`` covers it; dead letters long enough to
+    #: fix a cause and ``nakhon replay deadletters``.
+    raw_retention_days: int = Field(default=35, ge=1)
+    deadletter_retention_days: int = Field(default=90, ge=1)
     #: The longest the processor may go without polling before the group counts it
     #: dead and rebalances (aiokafka's ``max_poll_interval_ms``). A batch that waits
     #: (the database away) keeps polling with its partitions paused, so it does not
