@@ -89,6 +89,21 @@ class UnusedConsumer:
     def highwater(self, partition: TopicPartition) -> int | None:
         return None
 
+    def assignment(self) -> set[TopicPartition]:
+        return set()
+
+    def pause(self, *partitions: TopicPartition) -> None:
+        pass
+
+    def paused(self) -> set[TopicPartition]:
+        return set()
+
+    def resume(self, *partitions: TopicPartition) -> None:
+        pass
+
+    def seek(self, partition: TopicPartition, offset: int) -> None:
+        pass
+
 
 Make = Callable[[SizeLimitedKafka], tuple[Processor, ProcessorMetrics]]
 
