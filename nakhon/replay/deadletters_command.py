@@ -7,6 +7,7 @@ import asyncio
 import json
 import logging
 import sys
+from contextlib import aclosing
 from typing import Any
 
 from aiokafka.errors import KafkaError
@@ -147,17 +148,16 @@ async def _show(settings: Settings, window: TimeWindow, args: argparse.Namespace
     wanted = filter_of(args)
     progress = ReadProgress(topic)
     shown = 0
-    async for record in read_topic(settings.kafka, topic, window, progress):
-        letter = read_letter(record, names)
-        if not wanted.matches(letter):
-            continue
-        if args.json:
-            print(json.dumps(letter_json(letter)))
-        else:
-            print(letter_text(letter))
-        shown += 1
-        if shown >= args.limit:
-            return  # the read stops here: a sample, not the whole topic
+    # Closed on leaving: the consumer stops as soon as the sample is complete.
+    async with aclosing(read_topic(settings.kafka, topic, window, progress)) as records:
+        async for record in records:
+            letter = read_letter(record, names)
+            if not wanted.matches(letter):
+                continue
+            print(json.dumps(letter_json(letter)) if args.json else letter_text(letter))
+            shown += 1
+            if shown >= args.limit:
+                break
     if shown == 0:
         print("no dead letter matches", file=sys.stderr)
 

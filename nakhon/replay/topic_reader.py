@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import sys
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator, AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from typing import Any, TextIO
@@ -74,7 +74,7 @@ async def read_topic(
     topic: str,
     window: TimeWindow,
     progress: ReadProgress | None = None,
-) -> AsyncIterator[Any]:
+) -> AsyncGenerator[Any, None]:
     """Every record of ``topic`` whose timestamp is in ``window``, partition by partition order.
 
     Yields aiokafka ``ConsumerRecord`` objects. Raises :class:`TopicReadError`
