@@ -21,7 +21,6 @@ Packet parsing, sessions, reconnects and callbacks stay paho's own.
 
 from __future__ import annotations
 
-import contextlib
 import struct
 from collections.abc import Callable, Sequence
 
@@ -29,8 +28,9 @@ import paho.mqtt.client as mqtt
 from paho.mqtt.enums import MQTTErrorCode
 
 _READ_SIZE = 65536
-#: Packets parsed per wake-up at most, so a flood cannot starve paho's writes.
-_MAX_PACKETS_PER_WAKEUP = 1000
+#: ``recv()`` calls per wake-up at most (1 MiB), so a flood cannot starve paho's writes.
+#: Past it the rest waits in the kernel, where ``select()`` sees it; never in our buffer.
+_RECVS_PER_WAKEUP = 16
 _PUBACK = struct.Struct("!BBH")
 _PUBACK_COMMAND = 0x40
 
@@ -43,6 +43,7 @@ class BurstClient(mqtt.Client):
         self._read_sock: object = None
         self._read_buf = b""
         self._read_pos = 0
+        self._recvs_left = _RECVS_PER_WAKEUP
         #: Called (on paho's thread) after each burst of packets has been parsed.
         self.on_burst_end: Callable[[], None] | None = None
 
@@ -51,6 +52,9 @@ class BurstClient(mqtt.Client):
             # A new connection: nothing read from the old one is valid.
             self._read_sock, self._read_buf, self._read_pos = self._sock, b"", 0
         if self._read_pos >= len(self._read_buf):
+            if self._recvs_left <= 0:
+                raise BlockingIOError  # enough for this wake-up: the rest is in the kernel
+            self._recvs_left -= 1
             data = super()._sock_recv(_READ_SIZE)  # BlockingIOError when nothing came
             if not data:
                 return data  # the broker closed the connection
@@ -60,11 +64,19 @@ class BurstClient(mqtt.Client):
         return chunk
 
     @property
-    def _buffered(self) -> bool:
-        return self._read_sock is self._sock and self._read_pos < len(self._read_buf)
+    def buffered(self) -> int:
+        """Bytes read from the socket and not yet parsed (0 whenever ``loop_read`` returns)."""
+        return len(self._read_buf) - self._read_pos if self._read_sock is self._sock else 0
 
     def loop_read(self, max_packets: int = 1) -> MQTTErrorCode:
-        """Parse every packet that has arrived (paho's own reads one per call)."""
+        """Parse every packet that has arrived (paho's own reads one per call).
+
+        It returns only once its buffer is empty: ``select()`` sees the
+        kernel's socket buffer, never ours, so a packet left here would wait
+        for the next byte from the broker (which may not come: a broker at
+        the gateway's Receive Maximum sends nothing until it gets PUBACKs).
+        """
+        self._recvs_left = _RECVS_PER_WAKEUP
         try:
             return self._read_burst()
         finally:
@@ -72,7 +84,7 @@ class BurstClient(mqtt.Client):
                 self.on_burst_end()
 
     def _read_burst(self) -> MQTTErrorCode:
-        for _ in range(_MAX_PACKETS_PER_WAKEUP):
+        while True:
             if self._sock is None:
                 return MQTTErrorCode.MQTT_ERR_NO_CONN
             rc = self._packet_read()
@@ -80,11 +92,6 @@ class BurstClient(mqtt.Client):
                 return self._loop_rc_handle(rc)
             if rc == MQTTErrorCode.MQTT_ERR_AGAIN:
                 return MQTTErrorCode.MQTT_ERR_SUCCESS
-        if self._buffered and self._sockpairW is not None:
-            # Packets wait in our buffer, where select() cannot see them: wake it.
-            with contextlib.suppress(BlockingIOError):
-                self._sockpairW.send(mqtt.sockpair_data)
-        return MQTTErrorCode.MQTT_ERR_SUCCESS
 
     def ack_many(self, mids: Sequence[int]) -> None:
         """PUBACK the QoS 1 messages ``mids``, in this order, in one write."""
