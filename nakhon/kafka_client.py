@@ -10,8 +10,9 @@ each other, or that would be silently ignored, are refused with a
 
 from __future__ import annotations
 
+import asyncio
 import ssl
-from typing import Any
+from typing import Any, Protocol
 
 from aiokafka.helpers import create_ssl_context
 
@@ -137,3 +138,15 @@ def _tls_files(settings: KafkaSettings) -> dict[str, str]:
         "NAKHON_KAFKA_SSL_KEY_FILE": settings.ssl_key_file,
     }
     return {name: str(path) for name, path in files.items() if path is not None}
+
+
+class RecordProducer(Protocol):
+    """What the gateway and the processor call on a Kafka producer (aiokafka's, in production)."""
+
+    async def start(self) -> None: ...
+    async def stop(self) -> None: ...
+    async def send(
+        self, topic: str, value: bytes, key: bytes, headers: list[tuple[str, bytes]]
+    ) -> asyncio.Future[Any]:
+        """Queue a record; the future resolves when Kafka acknowledged it."""
+        ...

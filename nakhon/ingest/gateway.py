@@ -46,6 +46,7 @@ from nakhon.config import GatewaySettings, KafkaSettings
 from nakhon.domain.raw_record import MqttMessage, raw_headers
 from nakhon.ingest.ack_queue import AckQueue, AckSlot
 from nakhon.ingest.metrics import GatewayMetrics
+from nakhon.kafka_client import RecordProducer
 
 log = logging.getLogger(__name__)
 
@@ -62,18 +63,6 @@ _PRODUCER_BROKEN = (
 )
 #: Seconds a broken producer is given to stop.
 _BROKEN_STOP_S = 5.0
-
-
-class RecordProducer(Protocol):
-    """What the gateway calls on its Kafka producer (aiokafka's, in production)."""
-
-    async def start(self) -> None: ...
-    async def stop(self) -> None: ...
-    async def send(
-        self, topic: str, value: bytes, key: bytes, headers: list[tuple[str, bytes]]
-    ) -> asyncio.Future[Any]:
-        """Queue a record; the future resolves when Kafka acknowledged it."""
-        ...
 
 
 class MessageSource(Protocol):

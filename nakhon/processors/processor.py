@@ -38,7 +38,7 @@ import math
 import time
 from collections.abc import Awaitable, Callable, Collection, Sequence
 from datetime import UTC, datetime
-from typing import Any, Protocol
+from typing import Protocol
 
 import psycopg
 from aiokafka import ConsumerRecord, TopicPartition
@@ -52,6 +52,7 @@ from aiokafka.errors import (
 from nakhon.config import KafkaSettings, ProcessorSettings
 from nakhon.domain.raw_record import decode_raw_record
 from nakhon.domain.records import Position, Reading, Rejection, Stage
+from nakhon.kafka_client import RecordProducer
 from nakhon.processors.metrics import ProcessorMetrics
 from nakhon.processors.outputs import (
     OutRecord,
@@ -98,18 +99,6 @@ class RawConsumer(Protocol):
     def paused(self) -> set[TopicPartition]: ...
     def resume(self, *partitions: TopicPartition) -> None: ...
     def seek(self, partition: TopicPartition, offset: int) -> None: ...
-
-
-class RecordProducer(Protocol):
-    """What the processor calls on its producer (aiokafka's, in production)."""
-
-    async def start(self) -> None: ...
-    async def stop(self) -> None: ...
-    async def send(
-        self, topic: str, value: bytes, key: bytes, headers: list[tuple[str, bytes]]
-    ) -> asyncio.Future[Any]:
-        """Queue a record; the future resolves when Kafka acknowledged it."""
-        ...
 
 
 class ReadingStore(Protocol):
