@@ -291,16 +291,23 @@ def _schema(
     return {"fields": described, "primaryKey": primary_key}
 
 
-def _resource(name: str, path: str, schema: dict[str, object]) -> dict[str, object]:
-    return {
+#: The media type of each file format (Parquet's registered by IANA in 2024).
+MEDIA_TYPES = {"csv": "text/csv", "parquet": "application/vnd.apache.parquet"}
+
+
+def _resource(
+    name: str, path: str, schema: dict[str, object], file_format: str = "csv"
+) -> dict[str, object]:
+    resource: dict[str, object] = {
         "name": name,
         "path": path,
         "profile": "tabular-data-resource",
-        "format": "csv",
-        "mediatype": "text/csv",
-        "encoding": "utf-8",
-        "schema": schema,
+        "format": file_format,
+        "mediatype": MEDIA_TYPES[file_format],
     }
+    if file_format == "csv":
+        resource["encoding"] = "utf-8"  # a text encoding; Parquet is binary
+    return resource | {"schema": schema}
 
 
 def data_package(
@@ -309,10 +316,14 @@ def data_package(
     path: str,
     sensors_path: str,
     licence: str = DEFAULT_LICENCE,
+    file_format: str = "csv",
     rows: int | None = None,
     created: datetime | None = None,
 ) -> dict[str, object]:
-    """The Frictionless (Tabular) Data Package describing an export and its sensors."""
+    """The Frictionless (Tabular) Data Package describing an export and its sensors.
+
+    ``file_format`` is the readings file's (``csv`` or ``parquet``); sensors are CSV.
+    """
     # The unit of each metric, on every value column (also in the unit column).
     metric_units = {m: unit_of(m) for m in req.metrics}
     readings = _resource(
@@ -323,6 +334,7 @@ def data_package(
             [req.fields[0].name, "sensor_id", "metric"],
             dict.fromkeys(("value", "avg", "min", "max"), metric_units),
         ),
+        file_format,
     )
     if rows is not None:
         readings["rows"] = rows

@@ -21,6 +21,8 @@ from typing import Any
 
 import httpx
 import psycopg
+import pyarrow as pa
+import pyarrow.parquet as pq
 import pytest
 
 from nakhon.domain.catalogue import METRICS
@@ -194,11 +196,60 @@ def test_command_refuses_bad_arguments(tmp_path: Path) -> None:
     out = tmp_path / "x.csv"
     backwards = run_export(*export_args("bangkok", now, now - timedelta(hours=1), out))
     assert backwards.returncode == 2 and "--since must be before --until" in backwards.stderr
-    parquet = run_export(
-        *export_args("bangkok", now - timedelta(hours=1), now, out), "--format", "parquet"
+    unknown = run_export(
+        *export_args("bangkok", now - timedelta(hours=1), now, out), "--format", "xlsx"
     )
-    assert parquet.returncode == 2 and "parquet" in parquet.stderr
+    assert unknown.returncode == 2 and "--format" in unknown.stderr
     assert not out.exists()
+
+
+@pytest.mark.parametrize("bucket", [None, "1h"])
+def test_parquet_reads_back_equal_to_the_csv(
+    stack: Stack,
+    seeded: tuple[str, datetime, datetime],
+    tmp_path: Path,
+    bucket: str | None,
+) -> None:
+    city, start, end = seeded
+    if bucket:
+        refresh_rollups(stack.dsn)
+    extra = ["--bucket", bucket] if bucket else []
+    csv_out, parquet_out = tmp_path / "csv" / "readings.csv", tmp_path / "pq" / "readings.parquet"
+    csv_out.parent.mkdir()
+    parquet_out.parent.mkdir()
+    assert run_export(*export_args(city, start, end, csv_out), *extra).returncode == 0
+    done = run_export(*export_args(city, start, end, parquet_out), *extra, "--format", "parquet")
+    assert done.returncode == 0, done.stderr
+    assert not parquet_out.with_name("readings.parquet.part").exists()
+
+    table = pq.read_table(parquet_out)
+    header, *rows = read_csv(csv_out.read_text(encoding="utf-8"))
+    assert table.column_names == header
+    types = dict(zip(table.column_names, table.schema.types, strict=True))
+    assert types[header[0]] == pa.timestamp("us", tz="UTC")
+    assert types["city"] == types["sensor_id"] == types["metric"] == types["unit"] == pa.string()
+    for number in ("value",) if bucket is None else ("avg", "min", "max"):
+        assert types[number] == pa.float64()
+    assert len(rows) == table.num_rows == (216 if bucket is None else 18)
+
+    def typed(name: str, text: str) -> object:
+        if types[name] == pa.float64():
+            return float(text)  # the CSV's shortest round-trip text: exact
+        if types[name] == pa.int64():
+            return int(text)
+        if pa.types.is_timestamp(types[name]):
+            return datetime.fromisoformat(text)
+        return text
+
+    expected = [{n: typed(n, v) for n, v in zip(header, row, strict=True)} for row in rows]
+    assert table.to_pylist() == expected
+
+    package = json.loads((parquet_out.parent / "datapackage.json").read_text(encoding="utf-8"))
+    readings = package["resources"][0]
+    assert (readings["path"], readings["format"]) == ("readings.parquet", "parquet")
+    assert readings["mediatype"] == "application/vnd.apache.parquet"
+    assert readings["rows"] == table.num_rows
+    assert "encoding" not in readings
 
 
 def test_api_streams_the_same_csv_and_checks_the_key(
