@@ -301,7 +301,7 @@ def _summary(
         f' .nakhon/secrets/local.env)" http://127.0.0.1:{LOCAL_STACK.api_port}/v1/cities\n'
         f"  gateway metrics    http://127.0.0.1:{LOCAL_STACK.gateway_metrics_port}/metrics\n"
         f"  processor metrics  http://127.0.0.1:{LOCAL_STACK.processor_metrics_port}/metrics\n"
-        "  dead letters       Kafka topic nakhon.deadletter (reason and detail in the headers)\n"
+        "  dead letters       nakhon deadletters stats  (then: deadletters show, replay)\n"
         "  your own device    nakhon devices add aq-1 --city chiang_mai  (prints its MQTT login;\n"
         "                     the broker refuses anonymous clients: docs/security.md)\n"
         "  logs               .nakhon/logs/\n"
