@@ -124,4 +124,5 @@ def decode_raw_record(msg: KafkaRecord) -> RawRecord:
         content_type=headers.get("content_type"),
         partition=msg.partition,
         offset=msg.offset,
+        replayed_from=headers.get("replayed_from") or None,
     )

@@ -23,6 +23,9 @@ class RawRecord:
     content_type: str | None = None
     partition: int = -1
     offset: int = -1
+    #: The ``replayed_from`` header ``nakhon replay`` writes on a record it sends back;
+    #: a dead letter made of this record carries it, so a replay can count its rejections.
+    replayed_from: str | None = None
 
 
 @dataclass(frozen=True, slots=True)

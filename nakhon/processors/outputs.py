@@ -4,7 +4,9 @@
 headers ``reason`` (machine-readable code), ``detail`` (for a human),
 ``mqtt_topic``, ``received_at``, ``stage``; plus ``rejections``, a JSON list of
 every rejection when a payload had several, and ``partial`` = ``true`` when the
-payload's other values were stored.
+payload's other values were stored; ``replayed_from`` when the record was
+one ``nakhon replay`` sent back (copied from the raw record, so the replay can
+count what was rejected again).
 
 A dead letter is sized to :data:`MAX_DEAD_LETTER_BYTES` all told (key, value,
 every header, Kafka's record overhead), so hostile input cannot make one too
@@ -103,7 +105,7 @@ def header_only_dead_letter(letter: DeadLetter) -> OutRecord:
 
 def _letter_headers(letter: DeadLetter, topic: bytes) -> list[tuple[str, bytes]]:
     first = letter.rejections[0]
-    return [
+    headers = [
         ("reason", _bounded(first.reason, _MAX_HEADER_TEXT)),
         ("detail", _bounded(first.detail, _MAX_HEADER_TEXT)),
         ("mqtt_topic", topic),
@@ -111,6 +113,9 @@ def _letter_headers(letter: DeadLetter, topic: bytes) -> list[tuple[str, bytes]]
         ("stage", first.stage.value.encode()),
         ("partial", b"false" if letter.whole else b"true"),
     ]
+    if letter.record.replayed_from is not None:
+        headers.append(("replayed_from", _bounded(letter.record.replayed_from, _MAX_HEADER_TEXT)))
+    return headers
 
 
 def _rejections_header(rejections: Sequence[Rejection]) -> list[tuple[str, bytes]] | None:

@@ -7,8 +7,10 @@ from datetime import UTC, datetime, timedelta
 import orjson
 import psycopg
 import pytest
+from aiokafka import ConsumerRecord
 from aiokafka.record.default_records import DefaultRecordBatchBuilder
 
+from nakhon.domain.raw_record import decode_raw_record
 from nakhon.domain.records import RawRecord, Reading, Rejection, Stage
 from nakhon.processors.outputs import (
     MAX_DEAD_LETTER_BYTES,
@@ -200,3 +202,42 @@ def test_the_last_resort_dead_letter_keeps_why_and_where_but_no_bytes() -> None:
         b"true",
     )
     assert (headers["raw_partition"], headers["raw_offset"]) == (b"4", b"77")
+
+
+def _raw(headers: list[tuple[str, bytes]]) -> ConsumerRecord[bytes, bytes]:
+    return ConsumerRecord(
+        topic="nakhon.raw",
+        partition=3,
+        offset=42,
+        timestamp=1795766405000,
+        timestamp_type=0,
+        key=b"city/rayong/aq-1/senml",
+        value=b"[]",
+        checksum=None,
+        serialized_key_size=22,
+        serialized_value_size=2,
+        headers=headers,
+    )
+
+
+def test_a_replayed_record_keeps_its_replayed_from_into_its_dead_letters() -> None:
+    origin = b"deadletter:run-7f3a:0:123"
+    record = decode_raw_record(_raw([("replayed_from", origin)]))
+    assert record.replayed_from == origin.decode()
+    dead = DeadLetter(record, (Rejection("unknown_sensor", "aq-1", Stage.ENRICH),), True)
+    assert dict(dead_letter_record(dead).headers)["replayed_from"] == origin
+    assert dict(header_only_dead_letter(dead).headers)["replayed_from"] == origin
+
+
+def test_a_record_never_replayed_has_no_replayed_from_header() -> None:
+    record = decode_raw_record(_raw([("received_at", b"1795766400123456")]))
+    assert record.replayed_from is None
+    dead = DeadLetter(record, (Rejection("malformed_json", "x", Stage.DECODE),), True)
+    assert "replayed_from" not in dict(dead_letter_record(dead).headers)
+    assert "replayed_from" not in dict(header_only_dead_letter(dead).headers)
+
+
+def test_a_hostile_replayed_from_is_bounded() -> None:
+    record = decode_raw_record(_raw([("replayed_from", b"\xff" * 5000)]))
+    dead = DeadLetter(record, (Rejection("malformed_json", "x", Stage.DECODE),), True)
+    assert len(dict(dead_letter_record(dead).headers)["replayed_from"]) <= 1000
