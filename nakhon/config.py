@@ -13,9 +13,10 @@ import socket
 from pathlib import Path
 from typing import Literal
 
-from pydantic import BaseModel, Field, SecretStr
+from pydantic import BaseModel, Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from nakhon.domain.catalogue import METRICS
 from nakhon.local_stack import LOCAL_STACK
 
 #: MQTT filters the gateway subscribes to: the device topics and the uplinks of
@@ -187,6 +188,10 @@ class ProcessorSettings(BaseModel):
     batch_max_wait_ms: int = 200
     #: Reject metric names the catalogue does not know, instead of storing them as ``x_<name>``.
     strict_metrics: bool = False
+    #: JSON object ``{"device's name": "catalogue metric"}``: the operator's own
+    #: aliases, tried before the catalogue's (names matched as the catalogue's are,
+    #: case and punctuation ignored). Every target must be a catalogue metric.
+    metric_aliases: dict[str, str] = Field(default_factory=dict)
     #: Reject readings of sensors that are not in the registry (``nakhon sensors import``).
     strict_sensors: bool = False
     #: Seconds between reloads of the sensor registry snapshot used for enrichment.
@@ -201,6 +206,19 @@ class ProcessorSettings(BaseModel):
     metrics_host: str = "127.0.0.1"
     metrics_port: int = LOCAL_STACK.processor_metrics_port
     publish_readings: bool = True
+
+    @field_validator("metric_aliases")
+    @classmethod
+    def _aliases_name_catalogue_metrics(cls, aliases: dict[str, str]) -> dict[str, str]:
+        unknown = sorted({target for target in aliases.values() if target not in METRICS})
+        if unknown:
+            raise ValueError(
+                f"NAKHON_PROCESSOR_METRIC_ALIASES: {', '.join(map(repr, unknown))} "
+                f"not in the metric catalogue (one of: {', '.join(sorted(METRICS))})"
+            )
+        if any(not name.strip() for name in aliases):
+            raise ValueError("NAKHON_PROCESSOR_METRIC_ALIASES: an empty device name")
+        return aliases
 
 
 class ApiSettings(BaseModel):

@@ -20,11 +20,13 @@ Rejection reasons (stable codes, :data:`REASONS`): ``invalid_sensor_id``,
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
+from types import MappingProxyType
 
 from nakhon.config import ProcessorSettings
-from nakhon.domain.catalogue import METRICS, lookup_metric, unknown_metric_name
+from nakhon.domain.catalogue import METRICS, Metric, lookup_metric, name_key, unknown_metric_name
 from nakhon.domain.identifiers import valid_sensor_id
 from nakhon.domain.records import (
     Decoded,
@@ -64,6 +66,9 @@ class NormalizePolicy:
     future_tolerance_s: float = 300.0
     #: Values dated further than this before ``received_at`` are rejected.
     backfill_horizon_days: float = 30.0
+    #: The operator's aliases (``NAKHON_PROCESSOR_METRIC_ALIASES``) by name key
+    #: (:func:`~nakhon.domain.catalogue.name_key`), tried before the catalogue.
+    aliases: Mapping[str, Metric] = field(default_factory=lambda: MappingProxyType({}))
 
     @classmethod
     def from_settings(cls, settings: ProcessorSettings) -> NormalizePolicy:
@@ -71,7 +76,20 @@ class NormalizePolicy:
             strict_metrics=settings.strict_metrics,
             future_tolerance_s=settings.future_tolerance_s,
             backfill_horizon_days=settings.backfill_horizon_days,
+            aliases=metric_aliases(settings.metric_aliases),
         )
+
+
+def metric_aliases(aliases: Mapping[str, str]) -> Mapping[str, Metric]:
+    """``{device name: catalogue metric name}`` as a lookup by name key, prepared once.
+
+    Raises ValueError for a target the catalogue does not have (the settings
+    refuse it first; this keeps a policy built by hand honest too).
+    """
+    unknown = sorted({target for target in aliases.values() if target not in METRICS})
+    if unknown:
+        raise ValueError(f"metric aliases name metrics not in the catalogue: {unknown}")
+    return MappingProxyType({name_key(name): METRICS[t] for name, t in aliases.items()})
 
 
 @dataclass(slots=True)
@@ -167,7 +185,10 @@ def normalize(decoded: Decoded, ctx: TopicContext, policy: NormalizePolicy) -> N
 
 
 def _reading(obs: Observation, judge: _Judge) -> Reading | None:
-    metric = lookup_metric(obs.name)
+    aliases = judge.policy.aliases
+    metric = aliases.get(name_key(obs.name)) if aliases else None
+    if metric is None:
+        metric = lookup_metric(obs.name)
     name = metric.name if metric is not None else unknown_metric_name(obs.name)
     sensor_id = judge.sensor(obs.sensor_id, name)
     if sensor_id is None:

@@ -150,3 +150,42 @@ def test_clock_offset_and_sensor_id() -> None:
     assert valid_sensor_id("AQ_7-b") == "aq_7-b"
     assert valid_sensor_id("") is None
     assert valid_sensor_id("a/b") is None
+
+
+def _aliased(aliases: dict[str, str], strict: bool = True) -> NormalizePolicy:
+    settings = ProcessorSettings(strict_metrics=strict, metric_aliases=aliases)
+    return NormalizePolicy.from_settings(settings)
+
+
+def test_an_operator_alias_names_a_catalogue_metric() -> None:
+    policy = _aliased({"pm_two_five": "pm2_5"})
+    out = normalize(Decoded(observations=[Observation("s1", "PM-Two-Five", 12.0)]), CTX, policy)
+    assert [(r.metric, r.value) for r in out.readings] == [("pm2_5", 12.0)]
+    assert out.rejections == []
+
+
+def test_without_the_alias_strict_mode_rejects_the_name() -> None:
+    assert _one(Observation("s1", "pm_two_five", 12.0), _aliased({}))[0] == ["unknown_metric"]
+
+
+def test_an_operator_alias_wins_over_the_catalogue_and_converts_units() -> None:
+    policy = _aliased({"co": "co2"})
+    out = normalize(Decoded(observations=[Observation("s1", "co", 450.0, "ppm")]), CTX, policy)
+    assert [r.metric for r in out.readings] == ["co2"]
+    assert _one(Observation("s1", "pm25", 5.0), policy) == ([], [5.0])  # the rest unchanged
+
+
+def test_an_alias_to_a_metric_not_in_the_catalogue_is_refused_at_start() -> None:
+    with pytest.raises(ValueError, match=r"pm2\.5x"):
+        ProcessorSettings(metric_aliases={"pm_two_five": "pm2.5x"})
+    with pytest.raises(ValueError, match="not in the catalogue"):
+        NormalizePolicy.from_settings(
+            ProcessorSettings.model_construct(metric_aliases={"x": "nope"})
+        )
+
+
+def test_metric_aliases_are_read_from_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    from nakhon.config import Settings
+
+    monkeypatch.setenv("NAKHON_PROCESSOR_METRIC_ALIASES", '{"pm_two_five": "pm2_5"}')
+    assert Settings(_env_file=None).processor.metric_aliases == {"pm_two_five": "pm2_5"}  # type: ignore[call-arg]
