@@ -199,3 +199,38 @@ async def test_a_raw_replay_touches_only_its_time_range_and_topic_filter(
     assert readings(inside) == [(start + timedelta(minutes=i), 20.0 + i) for i in range(READINGS)]
     assert count_rows(beside) == 0  # in the range, not under the filter
     assert count_rows(after) == 0  # under the filter's kind, after the range
+
+
+async def test_an_unknown_metric_alias_added_then_replayed_is_stored_as_its_metric(
+    ns: PipelineNamespace, publisher: Publisher
+) -> None:
+    await ns.gateway().start_and_wait()
+    strict = ns.processor()
+    strict.env["NAKHON_PROCESSOR_STRICT_METRICS"] = "true"
+    await strict.start_and_wait()
+    sensor = f"{ns.name}-known"  # registered: only the metric's name is unknown
+    topic = ns.topic("khon_kaen", sensor, "senml")
+    start = datetime.now(UTC).replace(microsecond=0) - timedelta(hours=3)
+    publisher.publish_all(
+        [
+            (topic, senml("pm_two_five", 50.0 + i, (start + timedelta(minutes=i)).timestamp()))
+            for i in range(READINGS)
+        ]
+    )
+    await settle(ns, publisher, [topic])
+    assert readings(sensor) == []
+    stats = json.loads(nakhon(ns, "deadletters", "stats", "--json").stdout)
+    assert stats["by_reason"] == {"unknown_metric": READINGS}
+
+    # The operator adds the alias: a restart with the setting, no code change.
+    assert strict.terminate() == 0
+    aliased = ns.processor()
+    aliased.env["NAKHON_PROCESSOR_STRICT_METRICS"] = "true"
+    aliased.env["NAKHON_PROCESSOR_METRIC_ALIASES"] = '{"pm_two_five": "pm2_5"}'
+    await aliased.start_and_wait()
+
+    done = nakhon(ns, "replay", "deadletters", "--reason", "unknown_metric")
+    assert f"sent {READINGS} to {ns.raw_topic}" in done.stdout
+    await wait_for(lambda: len(readings(sensor)) == READINGS, 60, "the aliased readings stored")
+    await wait_for(ns.caught_up, 30, "the replayed records processed")
+    assert readings(sensor) == [(start + timedelta(minutes=i), 50.0 + i) for i in range(READINGS)]
