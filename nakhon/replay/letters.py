@@ -20,7 +20,7 @@ from nakhon.domain.raw_record import KafkaRecord, parse_headers, received_at_fro
 #: What the replay writes into the ``gateway`` header when the letter does not
 #: say which gateway took the message (the processors' letters do not).
 REPLAY_GATEWAY = "nakhon-replay"
-#: Header naming where a replayed record came from (``<topic>/<partition>/<offset>``).
+#: Header naming where a replayed record came from (``<topic>/<partition>/<offset>#<run id>``).
 REPLAYED_FROM = "replayed_from"
 
 
@@ -107,13 +107,16 @@ class DeadLetterView:
             return "skipped_no_received_at"
         return None
 
-    def raw_record(self, source_topic: str) -> tuple[bytes, bytes, list[tuple[str, bytes]]]:
+    def raw_record(
+        self, source_topic: str, run_tag: str = ""
+    ) -> tuple[bytes, bytes, list[tuple[str, bytes]]]:
         """(key, value, headers) of the ``nakhon.raw`` record this letter came from.
 
         The key and bytes are the letter's, ``received_at`` the original
         arrival (so the time policy judges the payload as then); ``gateway``,
         ``qos`` and ``content_type`` are kept when the letter has them, and a
-        ``replayed_from`` header says which letter this is.
+        ``replayed_from`` header says which letter this is (``<topic>/<partition>/<offset>``,
+        then ``run_tag``: the replay run's ``#<run id>``).
         """
         h = self.headers
         headers = [
@@ -122,7 +125,8 @@ class DeadLetterView:
             ("gateway", (h.get("gateway") or REPLAY_GATEWAY).encode()),
         ]
         headers += [(name, h[name].encode()) for name in ("qos", "content_type") if h.get(name)]
-        headers.append((REPLAYED_FROM, f"{source_topic}/{self.partition}/{self.offset}".encode()))
+        origin = f"{source_topic}/{self.partition}/{self.offset}{run_tag}"
+        headers.append((REPLAYED_FROM, origin.encode()))
         return self.key, self.value, headers
 
 

@@ -17,6 +17,7 @@ import sys
 from collections import Counter
 from collections.abc import Awaitable
 from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from aiokafka import AIOKafkaProducer
@@ -35,11 +36,19 @@ from nakhon.replay.deadletters_command import (
 )
 from nakhon.replay.letters import REPLAYED_FROM, TopicNames, read_letter
 from nakhon.replay.topic_reader import ReadProgress, TopicReadError, read_topic
+from nakhon.replay.wait import (
+    WaitTimeoutError,
+    new_run_id,
+    rejected_again,
+    run_tag,
+    wait_for_group,
+)
 from nakhon.replay.window import TimeSpecError, TimeWindow
 
 EXIT_OK = 0
 EXIT_INVALID = 2
 EXIT_KAFKA = 3
+EXIT_WAIT_TIMEOUT = 4
 #: Records handed to the producer before their acknowledgements are awaited.
 _IN_FLIGHT = 2000
 
@@ -62,7 +71,15 @@ header-only letters) are skipped and counted; letters repeated in the topic
 the time the letter was written. Progress (read, selected, sent) on stderr,
 a summary by outcome on stdout.
 
-Exit codes: 0 done; 2 invalid arguments; 3 Kafka unreachable or a topic missing."""
+--wait then waits (progress on stderr, at most --wait-timeout s) until the
+processors' consumer group (NAKHON_KAFKA_CONSUMER_GROUP) has committed past the
+records sent, reads the dead letters written since the replay began, and
+prints "sent N, stored or already stored N-R, rejected again R (by reason ...)":
+each replayed record's replayed_from names this run, and the processors copy
+it into any dead letter they make of it.
+
+Exit codes: 0 done; 2 invalid arguments; 3 Kafka unreachable or a topic
+missing; 4 --wait timed out."""
 
 _RAW_HELP = """\
 Produce the raw topic's records of a time range (their Kafka time, i.e. the
@@ -77,7 +94,10 @@ value from the same payload; only readings not stored before (rejected, or
 missed by the old decoder) are added. (An --overwrite that updates values is
 not there yet.)
 
-Exit codes: 0 done; 2 invalid arguments; 3 Kafka unreachable or a topic missing."""
+--wait: as for `replay deadletters` (see its help).
+
+Exit codes: 0 done; 2 invalid arguments; 3 Kafka unreachable or a topic
+missing; 4 --wait timed out."""
 
 
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -98,6 +118,7 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     add_window_arguments(letters)
     add_filter_arguments(letters)
     letters.add_argument("--dry-run", action="store_true", help="count, produce nothing")
+    add_wait_arguments(letters)
     letters.set_defaults(func=run_replay_deadletters)
 
     raw = commands.add_parser(
@@ -110,7 +131,24 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     raw.add_argument("--until", metavar="T", required=True, help="up to this time (same forms)")
     raw.add_argument("--topic", metavar="FILTER", help="only MQTT topics matching this filter")
     raw.add_argument("--dry-run", action="store_true", help="count, produce nothing")
+    add_wait_arguments(raw)
     raw.set_defaults(func=run_replay_raw)
+
+
+def add_wait_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--wait",
+        action="store_true",
+        help="wait until the processors have taken what was sent, then count what was "
+        "rejected again",
+    )
+    p.add_argument(
+        "--wait-timeout",
+        type=float,
+        default=300.0,
+        metavar="S",
+        help="seconds --wait waits at most (default 300)",
+    )
 
 
 @dataclass
@@ -126,6 +164,8 @@ class RecordSender:
     topic: str
     dry_run: bool
     sent: int = 0
+    #: The highest offset Kafka returned for a send, by partition of ``topic``.
+    last_offsets: dict[int, int] = field(default_factory=dict)
     _producer: AIOKafkaProducer | None = None
     _pending: list[Awaitable[Any]] = field(default_factory=list)
 
@@ -147,8 +187,11 @@ class RecordSender:
     async def flush(self) -> None:
         pending, self._pending = self._pending, []
         for delivery in pending:
-            await delivery
+            metadata = await delivery
             self.sent += 1
+            partition, offset = metadata.partition, metadata.offset
+            if offset > self.last_offsets.get(partition, -1):
+                self.last_offsets[partition] = offset
 
     async def stop(self) -> None:
         if self._producer is not None:
@@ -180,19 +223,46 @@ def _run(args: argparse.Namespace, body: Any) -> int:
         print(f"nakhon replay: --topic {args.topic!r} is not an MQTT topic filter", file=sys.stderr)
         return EXIT_INVALID
     outcomes: Counter[str] = Counter(read=0, selected=0, sent=0)
+    run_id = new_run_id()
+    started = datetime.now(UTC)
     try:
-        asyncio.run(body(settings, window, args, outcomes))
+        sender = asyncio.run(body(settings, window, args, outcomes, run_tag(run_id)))
     except (KafkaError, KafkaSecurityError, TopicReadError) as exc:
         print(summary(outcomes, settings.kafka.raw_topic, args.dry_run), file=sys.stderr)
         print(f"nakhon replay: stopped: {exc}", file=sys.stderr)
         return EXIT_KAFKA
-    print(summary(outcomes, settings.kafka.raw_topic, args.dry_run))
+    print(summary(outcomes, settings.kafka.raw_topic, args.dry_run), flush=True)
+    if not args.wait or args.dry_run:
+        return EXIT_OK
+    try:
+        verdict = asyncio.run(_wait(settings, sender, run_id, started, args.wait_timeout))
+    except WaitTimeoutError as exc:
+        print(f"nakhon replay: {exc}", file=sys.stderr)
+        return EXIT_WAIT_TIMEOUT
+    except (KafkaError, KafkaSecurityError, TopicReadError) as exc:
+        print(f"nakhon replay: --wait stopped: {exc}", file=sys.stderr)
+        return EXIT_KAFKA
+    print(verdict)
     return EXIT_OK
 
 
+async def _wait(
+    settings: Settings, sender: RecordSender, run_id: str, started: datetime, timeout_s: float
+) -> str:
+    """Wait for the processors to take ``sender``'s records; the one-line verdict."""
+    await wait_for_group(settings.kafka, sender.last_offsets, timeout_s)
+    # A second of slack for the clocks of the processor's host and this one.
+    since = started - timedelta(seconds=1)
+    return (await rejected_again(settings.kafka, run_id, since, sender.sent)).line()
+
+
 async def _replay_deadletters(
-    settings: Settings, window: TimeWindow, args: argparse.Namespace, outcomes: Counter[str]
-) -> None:
+    settings: Settings,
+    window: TimeWindow,
+    args: argparse.Namespace,
+    outcomes: Counter[str],
+    tag: str,
+) -> RecordSender:
     source = settings.kafka.deadletter_topic
     names = TopicNames(settings.processor.routes)
     wanted = filter_of(args)
@@ -210,7 +280,7 @@ async def _replay_deadletters(
             if skip := letter.skip_reason():
                 outcomes[skip] += 1
                 continue
-            key, value, headers = letter.raw_record(source)
+            key, value, headers = letter.raw_record(source, tag)
             fingerprint = _fingerprint(letter.mqtt_topic, letter.headers["received_at"], value)
             if fingerprint in seen:
                 outcomes["duplicate_letter"] += 1
@@ -222,11 +292,16 @@ async def _replay_deadletters(
         await sender.stop()
         outcomes["sent"] = sender.sent
         progress.tick(force=True)
+    return sender
 
 
 async def _replay_raw(
-    settings: Settings, window: TimeWindow, args: argparse.Namespace, outcomes: Counter[str]
-) -> None:
+    settings: Settings,
+    window: TimeWindow,
+    args: argparse.Namespace,
+    outcomes: Counter[str],
+    tag: str,
+) -> RecordSender:
     topic = settings.kafka.raw_topic
     progress = ReadProgress(topic, counts=outcomes)
     sender = RecordSender(settings.kafka, topic, args.dry_run)
@@ -241,7 +316,7 @@ async def _replay_raw(
             if args.topic and not _matches(mqtt_topic, args.topic):
                 continue
             outcomes["selected"] += 1
-            origin = f"{topic}/{record.partition}/{record.offset}".encode()
+            origin = f"{topic}/{record.partition}/{record.offset}{tag}".encode()
             headers = [(k, v) for k, v in headers if k != REPLAYED_FROM]
             await sender.send(
                 record.key or b"", record.value or b"", [*headers, (REPLAYED_FROM, origin)]
@@ -251,6 +326,7 @@ async def _replay_raw(
         await sender.stop()
         outcomes["sent"] = sender.sent
         progress.tick(force=True)
+    return sender
 
 
 def _matches(topic: str, mqtt_filter: str) -> bool:

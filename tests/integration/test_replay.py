@@ -124,8 +124,14 @@ async def test_dead_letters_of_an_unregistered_sensor_are_stored_once_it_is_regi
     # The probe's marker stored: the processor's registry has both sensors.
     await settle(ns, publisher, [ns.topic("khon_kaen", probe, "senml")])
 
-    first = nakhon(ns, "replay", "deadletters", "--reason", "unknown_sensor")
+    wait = ["--wait", "--wait-timeout", "60"]
+    first = nakhon(ns, "replay", "deadletters", "--reason", "unknown_sensor", *wait)
     assert f"sent {READINGS} to {ns.raw_topic}; rows are idempotent" in first.stdout
+    # --wait returned: the processors committed past every replayed record.
+    assert (
+        f"sent {READINGS}, stored or already stored {READINGS}, rejected again 0\n" in first.stdout
+    ), first.stdout
+    assert "waiting for consumer group" in first.stderr
     await wait_for(lambda: count_rows(late) == READINGS, 60, "the replayed readings stored")
     await wait_for(ns.caught_up, 30, "the replayed records processed")
     expected = [(start + timedelta(minutes=i), 10.0 + i) for i in range(READINGS)]
@@ -137,6 +143,17 @@ async def test_dead_letters_of_an_unregistered_sensor_are_stored_once_it_is_regi
     assert readings(late) == expected  # nothing new
     again = json.loads(nakhon(ns, "deadletters", "stats", "--json").stdout)
     assert again["by_reason"] == {"unknown_sensor": READINGS}  # none rejected again
+
+    # Letters whose cause is not fixed: every replayed record is rejected again.
+    never = f"{ns.name}-never"
+    publisher.publish_all(stream(ns.topic("khon_kaen", never, "senml"), start, 60.0))
+    await settle(ns, publisher, [ns.topic("khon_kaen", probe, "senml")])
+    still = nakhon(ns, "replay", "deadletters", "--sensor", never, *wait)
+    assert (
+        f"sent {READINGS}, stored or already stored 0, rejected again {READINGS}"
+        f" (by reason: unknown_sensor {READINGS})\n" in still.stdout
+    ), still.stdout
+    assert count_rows(never) == 0
 
 
 async def test_a_dry_run_sends_nothing_and_letters_without_bytes_are_skipped(
