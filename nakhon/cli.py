@@ -12,6 +12,8 @@ import logging
 import sys
 from collections.abc import Sequence
 
+from pydantic import ValidationError
+
 from nakhon import __version__
 
 #: Modules that each contribute subcommands, in the order ``--help`` lists them.
@@ -59,8 +61,18 @@ def configure_logging(level: str) -> None:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    code: int = args.func(args)
+    try:
+        code: int = args.func(args)
+    except ValidationError as exc:
+        # A NAKHON_* setting that does not validate: say which, without a traceback.
+        print(f"nakhon: configuration error: {_settings_errors(exc)}", file=sys.stderr)
+        return 2
     return code
+
+
+def _settings_errors(exc: ValidationError) -> str:
+    errors = exc.errors(include_url=False, include_input=False)
+    return "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in errors)
 
 
 if __name__ == "__main__":
