@@ -280,6 +280,26 @@ def test_the_gateways_password_works_only_with_its_random_client_id(
     assert other_id.connect().is_failure
 
 
+def test_a_gateway_reads_its_own_filters_and_nothing_else(
+    ns: PipelineNamespace, probe_of: Any
+) -> None:
+    """Its filters themselves (the subscription Mosquitto keeps across restarts), no more."""
+    gw = ns.gateway_credentials
+    assert gw is not None and gw.clientid is not None
+    probe = probe_of(gw.username, gw.password, client_id=gw.clientid)
+    assert probe.connect().value == 0
+    assert probe.subscribe(f"{ns.root}/#") == 1  # granted, QoS 1
+    for topic_filter in (
+        "city/#",  # the stack's devices
+        "#",
+        f"{ns.root}-other/#",
+        f"$share/{ns.name}/{ns.root}/#",  # no share group was given to it
+        "$share/nakhon/city/#",
+        "$CONTROL/dynamic-security/#",
+    ):
+        assert probe.subscribe(topic_filter) == NOT_AUTHORIZED, topic_filter
+
+
 def test_rotate_and_revoke_disconnect_at_once(ns: PipelineNamespace, probe_of: Any) -> None:
     sensor = f"{ns.name}-rot"
     made = nakhon("devices", "add", sensor, "--city", CITY, "--topic-root", ns.root, "--json")
