@@ -111,16 +111,25 @@ def run_show(args: argparse.Namespace) -> int:
     return _run(args, _show)
 
 
-def _run(args: argparse.Namespace, body: Any) -> int:
+def start(args: argparse.Namespace, prog: str) -> tuple[Settings, TimeWindow] | None:
+    """Settings, logging and the time window every dead-letter and replay command begins with;
+    None (after saying why on stderr) when ``--since``/``--until`` do not parse."""
     settings = load_settings()
     configure_logging(settings.log_level)
     # The client's connection chatter would drown the progress lines.
     logging.getLogger("aiokafka").setLevel(logging.WARNING)
     try:
-        window = window_of(args)
+        return settings, window_of(args)
     except TimeSpecError as exc:
-        print(f"nakhon deadletters: {exc}", file=sys.stderr)
+        print(f"{prog}: {exc}", file=sys.stderr)
+        return None
+
+
+def _run(args: argparse.Namespace, body: Any) -> int:
+    started = start(args, "nakhon deadletters")
+    if started is None:
         return EXIT_INVALID
+    settings, window = started
     try:
         asyncio.run(body(settings, window, args))
     except (KafkaError, KafkaSecurityError, TopicReadError) as exc:

@@ -12,7 +12,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import hashlib
-import logging
 import sys
 from collections import Counter
 from collections.abc import Awaitable
@@ -24,15 +23,14 @@ from aiokafka import AIOKafkaProducer
 from aiokafka.errors import KafkaError
 from paho.mqtt.client import topic_matches_sub
 
-from nakhon.cli import configure_logging
-from nakhon.config import KafkaSettings, Settings, load_settings
+from nakhon.config import KafkaSettings, Settings
 from nakhon.domain.raw_record import parse_headers
 from nakhon.kafka_client import KafkaSecurityError, kafka_producer_options
 from nakhon.replay.deadletters_command import (
     add_filter_arguments,
     add_window_arguments,
     filter_of,
-    window_of,
+    start,
 )
 from nakhon.replay.letters import REPLAYED_FROM, TopicNames, read_letter
 from nakhon.replay.topic_reader import ReadProgress, TopicReadError, read_topic
@@ -43,7 +41,7 @@ from nakhon.replay.wait import (
     run_tag,
     wait_for_group,
 )
-from nakhon.replay.window import TimeSpecError, TimeWindow
+from nakhon.replay.window import TimeWindow
 
 EXIT_OK = 0
 EXIT_INVALID = 2
@@ -210,15 +208,10 @@ def run_replay_raw(args: argparse.Namespace) -> int:
 
 
 def _run(args: argparse.Namespace, body: Any) -> int:
-    settings = load_settings()
-    configure_logging(settings.log_level)
-    # The client's connection chatter would drown the progress lines.
-    logging.getLogger("aiokafka").setLevel(logging.WARNING)
-    try:
-        window = window_of(args)
-    except TimeSpecError as exc:
-        print(f"nakhon replay: {exc}", file=sys.stderr)
+    begun = start(args, "nakhon replay")
+    if begun is None:
         return EXIT_INVALID
+    settings, window = begun
     if getattr(args, "topic", None) is not None and not valid_filter(args.topic):
         print(f"nakhon replay: --topic {args.topic!r} is not an MQTT topic filter", file=sys.stderr)
         return EXIT_INVALID
