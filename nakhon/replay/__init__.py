@@ -6,8 +6,12 @@ original key, bytes and ``received_at``, so the processors judge and store
 them as if they had just arrived at that time. The readings' unique key
 (sensor, metric, time) makes any replay idempotent.
 
-This package talks to Kafka only (:mod:`nakhon.kafka_client`); it imports
-nothing of the processors, the gateway or the database: the wire formats it
-reads and writes are :mod:`nakhon.domain.raw_record` and the dead-letter
-headers of ``docs/architecture.md``.
+The replays that send records talk to Kafka only (:mod:`nakhon.kafka_client`):
+the wire formats they read and write are :mod:`nakhon.domain.raw_record` and
+the dead-letter headers of ``docs/architecture.md``. ``replay raw
+--overwrite`` (:mod:`nakhon.replay.overwrite`) alone runs the processors'
+pipeline in-process and writes with :mod:`nakhon.storage` as the schema
+owner, which is why this package sits above the processors in the import
+layers (``pyproject.toml``); it imports nothing of the API, the gateway or
+the identities.
 """

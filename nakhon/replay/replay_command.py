@@ -4,7 +4,9 @@ Both produce onto the raw topic (NAKHON_KAFKA_RAW_TOPIC) records that carry
 the original key, bytes and ``received_at``: the processors decode, judge and
 store them as if they had arrived then. The readings' unique key (sensor,
 metric, time) makes a replay idempotent: a reading already stored is not
-stored again, nor changed (the first value wins).
+stored again, nor changed (the first value wins). ``replay raw --overwrite``
+is the exception, run in this process as the schema owner
+(:mod:`nakhon.replay.overwrite`).
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+import psycopg
 from aiokafka import AIOKafkaProducer
 from aiokafka.errors import KafkaError
 from paho.mqtt.client import topic_matches_sub
@@ -33,6 +36,7 @@ from nakhon.replay.deadletters_command import (
     start,
 )
 from nakhon.replay.letters import REPLAYED_FROM, TopicNames, read_letter
+from nakhon.replay.overwrite import OverwriteReport, overwrite_range
 from nakhon.replay.topic_reader import ReadProgress, TopicReadError, read_topic
 from nakhon.replay.wait import (
     WaitTimeoutError,
@@ -47,6 +51,7 @@ EXIT_OK = 0
 EXIT_INVALID = 2
 EXIT_KAFKA = 3
 EXIT_WAIT_TIMEOUT = 4
+EXIT_DATABASE = 5
 #: Records handed to the producer before their acknowledgements are awaited.
 _IN_FLIGHT = 2000
 
@@ -89,13 +94,31 @@ they are new records, at today's Kafka time, outside the range replayed.
 Stored rows follow the unique key (sensor, metric, time), first value wins: a
 reading already stored is NOT changed even if the new decoder reads another
 value from the same payload; only readings not stored before (rejected, or
-missed by the old decoder) are added. (An --overwrite that updates values is
-not there yet.)
+missed by the old decoder) are added.
 
---wait: as for `replay deadletters` (see its help).
+--overwrite: make stored values follow the current decoder. Nothing is sent
+to Kafka and the processors are not involved: this command reads the same
+selection of the raw topic itself, runs each record through the processors'
+pipeline in this process (route, decode, normalize, enrich, configured by the
+same NAKHON_PROCESSOR_* settings, registry as of the start), and upserts the
+rows as the schema owner (NAKHON_DB_DSN, the credentials of `nakhon migrate`;
+the processors' role may not update readings) in batches of 5,000: a missing
+reading is inserted, one stored with another value (or city) is updated, one
+stored with the same value is left alone. Positions likewise. A key read
+twice in the range takes the record read last. Records the pipeline rejects
+are counted by reason, not dead-lettered. Progress on stderr; the counts
+(records read/selected/accepted/rejected; readings and positions inserted,
+changed, unchanged; rejections by reason) on stdout. Then readings_1m and
+readings_1h are refreshed over the time range of the rows inserted or
+changed. With --dry-run each batch runs in a transaction that is rolled back:
+the counts say what would change, nothing is written. Running it twice
+changes 0 rows the second time.
+
+--wait: as for `replay deadletters` (see its help); not with --overwrite.
 
 Exit codes: 0 done; 2 invalid arguments; 3 Kafka unreachable or a topic
-missing; 4 --wait timed out."""
+missing; 4 --wait timed out; 5 (--overwrite) the database unreachable or
+refusing the rows (batches committed before stay: run it again)."""
 
 
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -129,6 +152,12 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     raw.add_argument("--until", metavar="T", required=True, help="up to this time (same forms)")
     raw.add_argument("--topic", metavar="FILTER", help="only MQTT topics matching this filter")
     raw.add_argument("--dry-run", action="store_true", help="count, produce nothing")
+    raw.add_argument(
+        "--overwrite",
+        action="store_true",
+        help="decode the range here and update stored values that now read differently "
+        "(as the schema owner; see above)",
+    )
     add_wait_arguments(raw)
     raw.set_defaults(func=run_replay_raw)
 
@@ -204,7 +233,39 @@ def run_replay_deadletters(args: argparse.Namespace) -> int:
 
 
 def run_replay_raw(args: argparse.Namespace) -> int:
+    if args.overwrite:
+        return _run_overwrite(args)
     return _run(args, _replay_raw)
+
+
+def _run_overwrite(args: argparse.Namespace) -> int:
+    if args.wait:
+        print("nakhon replay: --wait has nothing to wait for with --overwrite", file=sys.stderr)
+        return EXIT_INVALID
+    begun = start(args, "nakhon replay")
+    if begun is None:
+        return EXIT_INVALID
+    settings, window = begun
+    if args.topic is not None and not valid_filter(args.topic):
+        print(f"nakhon replay: --topic {args.topic!r} is not an MQTT topic filter", file=sys.stderr)
+        return EXIT_INVALID
+    report = OverwriteReport(settings.kafka.raw_topic, args.dry_run)
+
+    def selects(mqtt_topic: str) -> bool:
+        return not args.topic or _matches(mqtt_topic, args.topic)
+
+    try:
+        asyncio.run(overwrite_range(settings, window, selects, report))
+    except (KafkaError, KafkaSecurityError, TopicReadError) as exc:
+        print(report.text(), file=sys.stderr)
+        print(f"nakhon replay: stopped: {exc}", file=sys.stderr)
+        return EXIT_KAFKA
+    except psycopg.Error as exc:
+        print(report.text(), file=sys.stderr)
+        print(f"nakhon replay: stopped, database: {exc}", file=sys.stderr)
+        return EXIT_DATABASE
+    print(report.text(), flush=True)
+    return EXIT_OK
 
 
 def _run(args: argparse.Namespace, body: Any) -> int:

@@ -11,6 +11,12 @@ batch (not one write per reading): a sensor seen for the first time is
 registered with the city of its readings, and ``last_seen`` only moves forward.
 That city is always a registered one (``cities``): enrichment dead-letters
 readings of any other (``nakhon/processors/enrich.py``).
+
+:class:`ReadingOverwriter` is the operator's exception to "first value
+wins" (``nakhon replay raw --overwrite``): the same staging, then ``ON
+CONFLICT DO UPDATE`` where the stored value differs. Only the schema owner
+may run it: the processors' role ``nakhon_writer`` has no UPDATE on
+``readings`` and must never need one.
 """
 
 from __future__ import annotations
@@ -18,6 +24,8 @@ from __future__ import annotations
 import logging
 from collections.abc import Collection, Sequence
 from dataclasses import dataclass
+from datetime import datetime
+from typing import Self
 
 import psycopg
 
@@ -78,6 +86,44 @@ WHERE sensors.last_seen IS NULL OR sensors.last_seen < excluded.last_seen
 """
 
 
+# The overwriter's upserts: a staged row whose key is stored with another value
+# updates it; one stored with the same values is left alone (not even a dead
+# tuple). ``xmax = 0`` tells a row this statement inserted from one it updated.
+# Sorted by key so that two overwriters lock rows in the same order.
+_UPSERT_READINGS = """
+WITH upserted AS (
+    INSERT INTO readings AS r (time, sensor_id, metric, value, city)
+    SELECT time, sensor_id, metric, value, city FROM readings_stage
+    ORDER BY sensor_id, metric, time
+    ON CONFLICT ON CONSTRAINT readings_key DO UPDATE
+    SET value = excluded.value, city = excluded.city
+    WHERE r.value IS DISTINCT FROM excluded.value OR r.city IS DISTINCT FROM excluded.city
+    RETURNING (r.xmax = 0) AS inserted, r.time
+)
+SELECT count(*) FILTER (WHERE inserted), count(*) FILTER (WHERE NOT inserted),
+       min(time), max(time)
+FROM upserted
+"""
+
+_UPSERT_POSITIONS = """
+WITH upserted AS (
+    INSERT INTO positions AS p (time, vehicle_id, lat, lon, speed_kmh, heading, city)
+    SELECT time, vehicle_id, lat, lon, speed_kmh, heading, city FROM positions_stage
+    ORDER BY vehicle_id, time
+    ON CONFLICT ON CONSTRAINT positions_key DO UPDATE
+    SET lat = excluded.lat, lon = excluded.lon, speed_kmh = excluded.speed_kmh,
+        heading = excluded.heading, city = excluded.city
+    WHERE (p.lat, p.lon, p.speed_kmh, p.heading, p.city)
+          IS DISTINCT FROM (excluded.lat, excluded.lon, excluded.speed_kmh, excluded.heading,
+                            excluded.city)
+    RETURNING (p.xmax = 0) AS inserted, p.time
+)
+SELECT count(*) FILTER (WHERE inserted), count(*) FILTER (WHERE NOT inserted),
+       min(time), max(time)
+FROM upserted
+"""
+
+
 @dataclass(frozen=True, slots=True)
 class WriteResult:
     """What a batch write did: rows new to the database (replays count zero)."""
@@ -124,18 +170,7 @@ class ReadingWriter:
         conn = self._conn
         assert conn is not None
         async with conn.transaction(), conn.cursor() as cur:
-            if readings:
-                async with cur.copy(_COPY_READINGS) as copy:
-                    copy.set_types(_READING_TYPES)
-                    for r in readings:
-                        await copy.write_row((r.time, r.sensor_id, r.metric, r.value, r.city))
-            if positions:
-                async with cur.copy(_COPY_POSITIONS) as copy:
-                    copy.set_types(_POSITION_TYPES)
-                    for p in positions:
-                        await copy.write_row(
-                            (p.time, p.vehicle_id, p.lat, p.lon, p.speed_kmh, p.heading, p.city)
-                        )
+            await self._stage(cur, readings, positions)
             readings_inserted = positions_inserted = 0
             if readings:
                 await cur.execute(_INSERT_READINGS)
@@ -145,6 +180,26 @@ class ReadingWriter:
                 positions_inserted = cur.rowcount
             await cur.execute(_UPSERT_SENSORS)
         return WriteResult(readings_inserted, positions_inserted)
+
+    async def _stage(
+        self,
+        cur: psycopg.AsyncCursor[tuple[object, ...]],
+        readings: Sequence[Reading],
+        positions: Sequence[Position],
+    ) -> None:
+        """COPY the batch into the session's staging tables (inside the caller's transaction)."""
+        if readings:
+            async with cur.copy(_COPY_READINGS) as copy:
+                copy.set_types(_READING_TYPES)
+                for r in readings:
+                    await copy.write_row((r.time, r.sensor_id, r.metric, r.value, r.city))
+        if positions:
+            async with cur.copy(_COPY_POSITIONS) as copy:
+                copy.set_types(_POSITION_TYPES)
+                for p in positions:
+                    await copy.write_row(
+                        (p.time, p.vehicle_id, p.lat, p.lon, p.speed_kmh, p.heading, p.city)
+                    )
 
     async def sensor_cities(self) -> dict[str, str]:
         """The registry: sensor id -> city (for the processor's enrichment snapshot)."""
@@ -180,9 +235,82 @@ class ReadingWriter:
             found = frozenset(str(city) for (city,) in await cur.fetchall())
         return sensors, found
 
-    async def __aenter__(self) -> ReadingWriter:
+    async def __aenter__(self) -> Self:
         await self.connect()
         return self
 
     async def __aexit__(self, *exc: object) -> None:
         await self.close()
+
+
+@dataclass(frozen=True, slots=True)
+class UpsertCounts:
+    """What an overwriting upsert did to one table's rows of a batch."""
+
+    inserted: int = 0
+    changed: int = 0
+    unchanged: int = 0
+    #: The times of the rows inserted or changed (None when there are none).
+    first: datetime | None = None
+    last: datetime | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class OverwriteResult:
+    readings: UpsertCounts
+    positions: UpsertCounts
+
+
+class _Rollback(Exception):
+    """Raised inside a dry run's transaction to roll it back."""
+
+
+class ReadingOverwriter(ReadingWriter):
+    """Writes batches that update stored values the batch reads differently.
+
+    Connect it as the schema owner (``NAKHON_DB_DSN``): it UPDATEs
+    ``readings`` and ``positions``, which the processors' role may not. A
+    batch must not hold one key twice (the statement would update a row
+    twice): de-duplicate before. ``dry_run`` runs the same statements and
+    rolls the transaction back, so its counts are exactly what a real run
+    would have done at that moment.
+    """
+
+    async def upsert(
+        self, readings: Sequence[Reading], positions: Sequence[Position], dry_run: bool = False
+    ) -> OverwriteResult:
+        if not readings and not positions:
+            return OverwriteResult(UpsertCounts(), UpsertCounts())
+        if self._conn is None or self._conn.closed:
+            await self.connect()
+        conn = self._conn
+        assert conn is not None
+        result = OverwriteResult(UpsertCounts(), UpsertCounts())
+        try:
+            async with conn.transaction(), conn.cursor() as cur:
+                await self._stage(cur, readings, positions)
+                result = OverwriteResult(
+                    await _upsert(cur, _UPSERT_READINGS, len(readings)),
+                    await _upsert(cur, _UPSERT_POSITIONS, len(positions)),
+                )
+                await cur.execute(_UPSERT_SENSORS)
+                if dry_run:
+                    raise _Rollback
+        except _Rollback:
+            pass
+        return result
+
+
+async def _upsert(
+    cur: psycopg.AsyncCursor[tuple[object, ...]], statement: str, staged: int
+) -> UpsertCounts:
+    if staged == 0:
+        return UpsertCounts()
+    await cur.execute(statement)
+    row = await cur.fetchone()
+    assert row is not None
+    inserted, changed, first, last = row
+    assert isinstance(inserted, int) and isinstance(changed, int)
+    assert first is None or isinstance(first, datetime)
+    assert last is None or isinstance(last, datetime)
+    return UpsertCounts(inserted, changed, staged - inserted - changed, first, last)

@@ -19,7 +19,9 @@ import psycopg
 import pytest
 from aiokafka import AIOKafkaProducer
 
+from nakhon.config import load_settings
 from nakhon.kafka_client import kafka_producer_options
+from nakhon.storage.rollup_range import refresh_rollups
 from tests.integration.conftest import REPO, Stack
 from tests.integration.pipeline_harness import (
     PipelineNamespace,
@@ -251,3 +253,137 @@ async def test_an_unknown_metric_alias_added_then_replayed_is_stored_as_its_metr
     await wait_for(lambda: len(readings(sensor)) == READINGS, 60, "the aliased readings stored")
     await wait_for(ns.caught_up, 30, "the replayed records processed")
     assert readings(sensor) == [(start + timedelta(minutes=i), 50.0 + i) for i in range(READINGS)]
+
+
+def overwrite_counts(stdout: str, table: str = "readings") -> dict[str, int]:
+    """The inserted/changed/unchanged counts of ``table`` in an overwrite's summary."""
+    section = stdout.split(f"\n{table}:\n", 1)[1]
+    counts = {}
+    for name in ("inserted", "changed", "unchanged"):
+        found = re.search(rf"^  {name} +([\d,]+)$", section, re.MULTILINE)
+        assert found is not None, stdout
+        counts[name] = int(found[1].replace(",", ""))
+    return counts
+
+
+def minute_averages(sensor_id: str) -> list[tuple[datetime, float]]:
+    with psycopg.connect(owner_dsn()) as conn:
+        rows = conn.execute(
+            "SELECT bucket, avg FROM readings_1m WHERE sensor_id = %s AND metric = 'pm2_5'"
+            " ORDER BY bucket",
+            (sensor_id,),
+        ).fetchall()
+    return [(t, v) for t, v in rows]
+
+
+async def test_raw_overwrite_updates_values_read_differently_in_its_range_only(
+    ns: PipelineNamespace, publisher: Publisher
+) -> None:
+    await ns.gateway().start_and_wait()
+    await ns.processor().start_and_wait()
+    inside, after = f"{ns.name}-inside", f"{ns.name}-after"
+    inside_topic = ns.topic("khon_kaen", inside, "senml")
+    # On the minute: one reading per rollup minute, so each minute's avg is its value.
+    start = datetime.now(UTC).replace(second=0, microsecond=0) - timedelta(hours=2)
+    since = datetime.now(UTC)
+    implausible = senml("pm25", -50.0, (start + timedelta(minutes=30)).timestamp())
+    publisher.publish_all([*stream(inside_topic, start, 20.0), (inside_topic, implausible)])
+    # Stored means in Kafka: the range ends after them and their settling marker
+    # (a pm10 reading, stored and not altered below: unchanged).
+    await settle(ns, publisher, [inside_topic])
+    until = datetime.now(UTC)
+    after_topic = ns.topic("khon_kaen", after, "senml")
+    publisher.publish_all(stream(after_topic, start, 40.0))
+    await settle(ns, publisher, [after_topic])
+    expected = [(start + timedelta(minutes=i), 20.0 + i) for i in range(READINGS)]
+    assert readings(inside) == expected
+    # An old decoder that read every value ten times too high, as the rows it left.
+    with psycopg.connect(owner_dsn()) as conn:
+        conn.execute(
+            "UPDATE readings SET value = value * 10 WHERE sensor_id = ANY(%s) AND metric = 'pm2_5'",
+            ([inside, after],),
+        )
+    misread = [(t, v * 10) for t, v in expected]
+    assert readings(inside) == misread
+    # ... and rollups aggregated from them.
+    await refresh_rollups(owner_dsn(), start, start + timedelta(minutes=READINGS))
+    assert minute_averages(inside) == misread
+
+    window = ["--since", since.isoformat(), "--until", until.isoformat()]
+    dry = nakhon(ns, "replay", "raw", *window, "--overwrite", "--dry-run")
+    assert overwrite_counts(dry.stdout) == {"inserted": 0, "changed": READINGS, "unchanged": 1}
+    assert f"dry run: would insert 0 readings and change {READINGS}" in dry.stdout
+    assert readings(inside) == misread  # rolled back
+
+    done = nakhon(ns, "replay", "raw", *window, "--overwrite")
+    assert re.search(r"^  read +7$", done.stdout, re.MULTILINE), done.stdout
+    assert re.search(r"^  rejected +1$", done.stdout, re.MULTILINE), done.stdout
+    assert overwrite_counts(done.stdout) == {"inserted": 0, "changed": READINGS, "unchanged": 1}
+    assert re.search(r"^  out_of_range +1$", done.stdout, re.MULTILINE), done.stdout
+    assert f"{READINGS} readings changed, 0 inserted, 1 unchanged" in done.stdout
+    assert "rollups readings_1m, readings_1h over " in done.stdout
+    assert "read 7/7 records" in done.stderr  # progress
+    assert readings(inside) == expected  # the range follows the current decoder
+    assert readings(after) == [(t, v * 10) for t, v in stream_values(start, 40.0)]  # not in it
+    assert minute_averages(inside) == expected  # the rollups reflect the new values
+    # Not dead-lettered by the overwrite: the processor's one letter only.
+    stats = json.loads(nakhon(ns, "deadletters", "stats", "--json").stdout)
+    assert stats["by_reason"] == {"out_of_range": 1}
+
+    again = nakhon(ns, "replay", "raw", *window, "--overwrite")
+    assert overwrite_counts(again.stdout) == {"inserted": 0, "changed": 0, "unchanged": 6}
+    assert "rollups: nothing changed, nothing to refresh" in again.stdout
+    assert readings(inside) == expected
+
+
+def stream_values(start: datetime, first_value: float) -> list[tuple[datetime, float]]:
+    return [(start + timedelta(minutes=i), first_value + i) for i in range(READINGS)]
+
+
+async def test_the_writer_role_cannot_overwrite_stored_readings(
+    ns: PipelineNamespace, publisher: Publisher
+) -> None:
+    """Least privilege holds: the processors' role updates no reading, by any route."""
+    await ns.gateway().start_and_wait()
+    await ns.processor().start_and_wait()
+    sensor = f"{ns.name}-known"
+    topic = ns.topic("khon_kaen", sensor, "senml")
+    start = datetime.now(UTC).replace(microsecond=0) - timedelta(hours=1)
+    since = datetime.now(UTC)
+    publisher.publish_all(stream(topic, start, 70.0))
+    await settle(ns, publisher, [topic])
+    until = datetime.now(UTC)
+    with psycopg.connect(owner_dsn()) as conn:
+        conn.execute(
+            "UPDATE readings SET value = -1 WHERE sensor_id = %s AND metric = 'pm2_5'", (sensor,)
+        )
+    writer_dsn = load_settings().db.service_dsn("processor")
+    attacks = [
+        "UPDATE readings SET value = 0 WHERE sensor_id = %(s)s",
+        "INSERT INTO readings (time, sensor_id, metric, value, city)"
+        " SELECT time, sensor_id, metric, 0, city FROM readings WHERE sensor_id = %(s)s"
+        " ON CONFLICT ON CONSTRAINT readings_key DO UPDATE SET value = excluded.value",
+        "DELETE FROM readings WHERE sensor_id = %(s)s",
+    ]
+    for attack in attacks:
+        with (
+            psycopg.connect(writer_dsn) as conn,
+            pytest.raises(psycopg.errors.InsufficientPrivilege),
+        ):
+            conn.execute(attack, {"s": sensor})
+    # The command itself, pointed at the writer's credentials: refused, nothing changed.
+    env = {**ns.env(), "NAKHON_DB_DSN": writer_dsn}
+    window = ["--since", since.isoformat(), "--until", until.isoformat()]
+    done = subprocess.run(
+        [sys.executable, "-m", "nakhon.cli", "replay", "raw", *window, "--overwrite"],
+        env=env,
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert done.returncode == 5, done.stderr
+    assert "permission denied" in done.stderr
+    assert "stopped, database" in done.stderr
+    assert [v for _t, v in readings(sensor)] == [-1.0] * READINGS
