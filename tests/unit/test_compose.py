@@ -25,6 +25,7 @@ from nakhon.service_runner import run_until_signal
 
 REPO = Path(__file__).resolve().parents[2]
 LOCAL = REPO / "deploy" / "local" / "services"
+GATEWAY_SH = REPO / "deploy" / "compose" / "gateway.sh"
 
 Json = dict[str, Any]
 
@@ -232,6 +233,9 @@ def test_environment_is_the_local_stacks_with_service_names(
     services: dict[str, Json], name: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     env: Json = services[name].get("environment", {})
+    # Besides NAKHON_*, only the gateway's replica wrapper has a variable of its own.
+    wrapper = {"GATEWAY_SHARE_GROUP"} if name == "gateway" else set()
+    env = {k: v for k, v in env.items() if k not in wrapper}
     assert set(env) <= known_variables(), set(env) - known_variables()
     local = default_settings(monkeypatch)
     ours = settings_from(env, monkeypatch)
@@ -446,7 +450,11 @@ def test_the_broker_starts_closed_with_generated_credentials(services: dict[str,
     }
     secrets = "nakhon-secrets:/run/nakhon"
     assert f"{secrets}:ro" in services["gateway"]["volumes"]
-    assert services["gateway"]["environment"]["NAKHON_ENV_FILE"].startswith("/run/nakhon/")
+    # The gateway wrapper provisions each replica with the admin password of
+    # broker-init's env file (deploy/compose/gateway.sh), read-only.
+    env_file = init["command"][init["command"].index("--env-file") + 1]
+    assert env_file.startswith("/run/nakhon/")
+    assert f"admin_env=${{GATEWAY_ADMIN_ENV_FILE:-{env_file}}}" in GATEWAY_SH.read_text()
     # Only the services that need an MQTT login see the secrets.
     for name in ("processor", "api", "maintain", "migrate"):
         assert not any("nakhon-secrets" in v for v in services[name].get("volumes", [])), name
