@@ -303,7 +303,12 @@ def load_settings() -> Settings:
     Variables set in the environment win over the file. The file is
     ``$NAKHON_ENV_FILE`` if set, else ``.nakhon/secrets/local.env`` when it
     exists (``make up`` writes it; it holds generated passwords, mode 600).
+    ``NAKHON_ENV_FILE`` may name several files, separated by ``:``; a later
+    one wins (``make up`` gives a second gateway the stack's file, then its own
+    login's). Files that do not exist are skipped.
     """
-    env_file = os.environ.get("NAKHON_ENV_FILE") or LOCAL_ENV_FILE
+    named = os.environ.get("NAKHON_ENV_FILE")
+    candidates = [Path(p) for p in named.split(os.pathsep) if p] if named else [LOCAL_ENV_FILE]
+    env_files = tuple(path for path in candidates if path.is_file())
     # _env_file is pydantic-settings' documented per-instance override.
-    return Settings(_env_file=env_file if Path(env_file).is_file() else None)  # type: ignore[call-arg]
+    return Settings(_env_file=env_files or None)  # type: ignore[call-arg]

@@ -17,6 +17,25 @@ ENV_FILE="$SECRETS/local.env"
 # The stack's ports, defined once (the settings' defaults read the same file).
 source "$REPO/nakhon/local_stack.env"
 
+# The stack's size as the last `make up` set it, kept until set again (so a
+# later `make up`, `make test` or `make status` sees the same stack):
+# NAKHON_KAFKA_BROKERS, NAKHON_GATEWAYS, NAKHON_PROCESSORS. The environment wins.
+SCALE_FILE="$STATE/scale.env"
+SCALE_VARS=(NAKHON_KAFKA_BROKERS NAKHON_GATEWAYS NAKHON_PROCESSORS)
+if [[ -f "$SCALE_FILE" ]]; then
+  while IFS='=' read -r key value; do
+    [[ " ${SCALE_VARS[*]} " == *" $key "* && "$value" =~ ^[0-9]+$ ]] || continue
+    [[ -n "${!key:-}" ]] || export "$key=$value"
+  done < "$SCALE_FILE"
+fi
+
+# scale_save: remember this `make up`'s size (what the services' scripts chose).
+scale_save() {
+  printf '%s\n' "# Written by make up (deploy/local/lib.sh); set the variables to change the stack's size." \
+    "NAKHON_KAFKA_BROKERS=$KAFKA_BROKERS" "NAKHON_GATEWAYS=$NAKHON_GATEWAY_COUNT" \
+    "NAKHON_PROCESSORS=$NAKHON_PROCESSOR_COUNT" > "$SCALE_FILE"
+}
+
 PG_VERSION=15
 PG_BIN="/usr/lib/postgresql/$PG_VERSION/bin"
 

@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import inspect
 import re
+import subprocess
+import tempfile
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
@@ -19,8 +21,8 @@ import pytest
 import yaml
 from pydantic import BaseModel
 
-from nakhon import local_stack
 from nakhon.config import Settings
+from nakhon.local_stack import LOCAL_STACK
 from nakhon.service_runner import run_until_signal
 
 REPO = Path(__file__).resolve().parents[2]
@@ -42,12 +44,21 @@ def services(compose: Json) -> dict[str, Json]:
     return found
 
 
-def local_nakhon_services() -> list[str]:
-    """The ``nakhon`` subcommands deploy/local/services/nakhon.sh runs."""
-    script = (LOCAL / "nakhon.sh").read_text()
-    block = re.search(r"NAKHON_SERVICES=\((.*?)\)", script, re.S)
-    assert block
-    return re.findall(r'"([a-z-]+):', block.group(1))
+def local_stack_shell(command: str, env: dict[str, str] | None = None) -> str:
+    """What ``command`` prints after sourcing the local stack's scripts (as stack.sh does)."""
+    with tempfile.TemporaryDirectory() as state:
+        return subprocess.run(
+            ["bash", "-c", f'source "{LOCAL.parent}/lib.sh"; '
+             f'for f in "{LOCAL}"/*.sh; do source "$f"; done; {command}'],
+            capture_output=True, text=True, check=True,
+            env={"PATH": "/usr/bin:/bin", "NAKHON_STATE_DIR": state, **(env or {})},
+        ).stdout  # fmt: skip
+
+
+def local_nakhon_services(env: dict[str, str] | None = None) -> list[str]:
+    """The programs deploy/local/services/nakhon.sh runs (gateway, processor-2, ...)."""
+    names = local_stack_shell('printf "%s\\n" "${NAKHON_SERVICES[@]%%:*}"', env)
+    return names.split()
 
 
 def local_heredoc(script: str) -> str:
@@ -410,16 +421,37 @@ def test_prometheus_scrapes_every_stage_in_compose_and_locally(services: dict[st
         "api": settings.api.port,
     }
     compose_config = yaml.safe_load((REPO / "deploy/prometheus/prometheus.yml").read_text())
-    heredoc = local_heredoc("prometheus.sh")
-    for name, value in local_stack.read_env(local_stack.ENV_FILE).items():
-        heredoc = heredoc.replace(f"${name}", value)
-    local_config = yaml.safe_load(heredoc)
+    local_config = yaml.safe_load(local_stack_shell("prometheus_config"))
     compose_targets, local_targets = scrape_targets(compose_config), scrape_targets(local_config)
     for job, port in ports.items():
         assert compose_targets[job] == [f"{job}:{port}"]
         assert local_targets[job] == [f"127.0.0.1:{port}"]
     assert set(compose_targets) == set(local_targets)
     assert "./deploy/prometheus:/etc/prometheus:ro" in services["prometheus"]["volumes"]
+
+
+def test_the_local_stack_runs_and_scrapes_as_many_gateways_and_processors_as_asked() -> None:
+    env = {"NAKHON_GATEWAYS": "2", "NAKHON_PROCESSORS": "3"}
+    assert local_nakhon_services(env) == [
+        "gateway", "gateway-2", "processor", "processor-2", "processor-3", "api", "maintain",
+    ]  # fmt: skip
+    targets = scrape_targets(yaml.safe_load(local_stack_shell("prometheus_config", env)))
+    gateway, processor = LOCAL_STACK.gateway_metrics_port, LOCAL_STACK.processor_metrics_port
+    assert targets["gateway"] == [f"127.0.0.1:{gateway}", f"127.0.0.1:{gateway + 10}"]
+    assert targets["processor"] == [f"127.0.0.1:{processor + 10 * i}" for i in range(3)]
+    # Each program's own /metrics port, and a second gateway's own broker login.
+    program_env = local_stack_shell(
+        'for n in gateway-2 processor-3; do nakhon_program_env "$n"; done', env
+    ).splitlines()
+    assert f'NAKHON_GATEWAY_METRICS_PORT="{gateway + 10}"' in program_env[0]
+    assert "/secrets/gateway-2.env" in program_env[0]
+    assert f'NAKHON_PROCESSOR_METRICS_PORT="{processor + 20}"' in program_env[1]
+
+
+def test_the_local_stack_refuses_more_processors_than_partitions() -> None:
+    with pytest.raises(subprocess.CalledProcessError) as refused:
+        local_stack_shell("true", {"NAKHON_PROCESSORS": "7"})
+    assert "NAKHON_PROCESSORS=7: use 1 to 6" in refused.value.stderr
 
 
 def test_grafana_gets_provisioning_and_every_variable_it_reads(services: dict[str, Json]) -> None:

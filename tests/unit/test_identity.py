@@ -192,3 +192,21 @@ def test_settings_read_the_env_file(tmp_path: Path, monkeypatch: pytest.MonkeyPa
     assert settings.mqtt.admin_password is not None
     assert settings.mqtt.admin_password.get_secret_value() == "s3cret"
     assert settings.mqtt.port == 1884
+
+
+def test_settings_read_several_env_files_the_later_winning(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A second gateway of the stack: the stack's file, then its own login's."""
+    from nakhon.config import load_settings
+
+    stack, own = tmp_path / "local.env", tmp_path / "gateway-2.env"
+    update_env_file(
+        stack, {"NAKHON_MQTT_USERNAME": "gateway:local", "NAKHON_DB_DSN": "postgresql://x"}
+    )
+    update_env_file(own, {"NAKHON_MQTT_USERNAME": "gateway:local-2"})
+    missing = tmp_path / "absent.env"
+    monkeypatch.setenv("NAKHON_ENV_FILE", f"{stack}:{missing}:{own}")
+    settings = load_settings()
+    assert settings.mqtt.username == "gateway:local-2"
+    assert settings.db.dsn.get_secret_value() == "postgresql://x"

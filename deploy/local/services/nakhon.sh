@@ -8,18 +8,56 @@
 # $SUPERVISOR_START_RETRIES failed starts. `make status` shows each one's state,
 # uptime and restarts; the metrics show restarts as a new
 # process_start_time_seconds. Logs: .nakhon/logs/nakhon-<name>.log.
+#
+# Several of each: NAKHON_GATEWAYS=N and NAKHON_PROCESSORS=M (`make up`) run
+# gateway, gateway-2, ... and processor, processor-2, ..., instance i serving
+# /metrics on the first's port + 10*(i-1) (nakhon/local_stack.env).
+#  - The processors are one consumer group: nakhon.raw's partitions
+#    ($KAFKA_PARTITIONS) are split between them, so more than that would idle.
+#  - One gateway reads the device topics itself (a plain subscription, which
+#    Mosquitto 2.0 keeps across its restarts). Several share them through the
+#    MQTT shared subscription group "$NAKHON_LOCAL_SHARE_GROUP", each with a
+#    login of its own (gateway:local-<i>, in .nakhon/secrets/gateway-<i>.env).
+#    Mosquitto 2.0 does not keep shared subscriptions across its own restart:
+#    what devices publish between a broker restart and the gateways'
+#    reconnect is lost. docs/deploy.md says how to scale gateways without that
+#    (a broker per group of cities, or a broker that keeps them).
 
 NAKHON_BIN="$REPO/.venv/bin/nakhon"
+NAKHON_GATEWAY_COUNT="${NAKHON_GATEWAYS:-1}"
+NAKHON_PROCESSOR_COUNT="${NAKHON_PROCESSORS:-1}"
+[[ "$NAKHON_GATEWAY_COUNT" =~ ^[1-9]$ ]] \
+  || die "nakhon" "" "NAKHON_GATEWAYS=$NAKHON_GATEWAY_COUNT: use 1 to 9"
+[[ "$NAKHON_PROCESSOR_COUNT" =~ ^[1-9][0-9]*$ ]] && (( NAKHON_PROCESSOR_COUNT <= KAFKA_PARTITIONS )) \
+  || die "nakhon" "" "NAKHON_PROCESSORS=$NAKHON_PROCESSOR_COUNT: use 1 to $KAFKA_PARTITIONS (nakhon.raw's partitions, NAKHON_KAFKA_PARTITIONS; a processor beyond them would idle)"
+NAKHON_LOCAL_SHARE_GROUP=nakhon
+
+# nakhon_instance SERVICE I: the program's name of instance I (gateway, gateway-2, ...).
+nakhon_instance() {
+  if (( $2 == 1 )); then echo "$1"; else echo "$1-$2"; fi
+}
+
 # name:ready-url; a service whose command the installed nakhon lacks is skipped.
-NAKHON_SERVICES=(
-  "gateway:http://127.0.0.1:$GATEWAY_METRICS_PORT/readyz"
-  "processor:http://127.0.0.1:$PROCESSOR_METRICS_PORT/readyz"
-  "api:http://127.0.0.1:$API_PORT/readyz"
-  "maintain:"
-)
+NAKHON_SERVICES=()
+for (( i = 1; i <= NAKHON_GATEWAY_COUNT; i++ )); do
+  NAKHON_SERVICES+=("$(nakhon_instance gateway "$i"):http://127.0.0.1:$((GATEWAY_METRICS_PORT + 10 * (i - 1)))/readyz")
+done
+for (( i = 1; i <= NAKHON_PROCESSOR_COUNT; i++ )); do
+  NAKHON_SERVICES+=("$(nakhon_instance processor "$i"):http://127.0.0.1:$((PROCESSOR_METRICS_PORT + 10 * (i - 1)))/readyz")
+done
+NAKHON_SERVICES+=("api:http://127.0.0.1:$API_PORT/readyz" "maintain:")
+unset i
 # The supervisord group of the services: `supervisorctl -c
 # .nakhon/supervisor/supervisord.conf status nakhon:*`, `restart nakhon:api`, ...
 NAKHON_GROUP=nakhon
+
+# nakhon_command NAME: the nakhon command a program runs (gateway-2 runs gateway).
+nakhon_command() { echo "${1%-[0-9]*}"; }
+
+# nakhon_instance_number NAME: 1 for gateway, 2 for gateway-2, ...
+nakhon_instance_number() {
+  if [[ "$1" == *-[0-9]* ]]; then echo "${1##*-}"; else echo 1; fi
+}
 
 nakhon_install() {
   apt_install curl
@@ -33,16 +71,68 @@ nakhon_has_command() {
 
 nakhon_ready() { curl -fs -o /dev/null --max-time 2 "$1"; }
 
+# nakhon_program_env NAME: supervisord's `environment` value for program NAME.
+# The services read their generated credentials from $ENV_FILE
+# (nakhon/config.py); the rest of their environment is `make up`'s.
+nakhon_program_env() {
+  local name="$1" n env="NAKHON_ENV_FILE=\"$ENV_FILE\""
+  n="$(nakhon_instance_number "$name")"
+  case "$(nakhon_command "$name")" in
+    gateway)
+      if (( NAKHON_GATEWAY_COUNT > 1 )); then
+        # Its own login (and the share group) after the stack's file: the later wins.
+        env="NAKHON_ENV_FILE=\"$ENV_FILE:$SECRETS/gateway-$n.env\""
+        env+=",NAKHON_GATEWAY_NAME=\"$(hostname)-$n\""
+      fi
+      (( n == 1 )) || env+=",NAKHON_GATEWAY_METRICS_PORT=\"$((GATEWAY_METRICS_PORT + 10 * (n - 1)))\"" ;;
+    processor)
+      (( n == 1 )) || env+=",NAKHON_PROCESSOR_METRICS_PORT=\"$((PROCESSOR_METRICS_PORT + 10 * (n - 1)))\"" ;;
+  esac
+  echo "$env"
+}
+
 # nakhon_supervisor_config NAME...: supervisord.conf with a program per service.
 nakhon_supervisor_config() {
   local name sections=""
   for name in "$@"; do
-    # The services read their generated credentials from $ENV_FILE
-    # (nakhon/config.py); the rest of their environment is `make up`'s.
-    sections+="$(supervisor_program "$name" "nakhon-$name" "NAKHON_ENV_FILE=\"$ENV_FILE\"" \
-      "$NAKHON_BIN" "$name")"$'\n'
+    sections+="$(supervisor_program "$name" "nakhon-$name" "$(nakhon_program_env "$name")" \
+      "$NAKHON_BIN" "$(nakhon_command "$name")")"$'\n'
   done
   supervisor_write_config "$NAKHON_GROUP" "$sections"
+}
+
+# nakhon_gateway_logins: with several gateways, each one's broker login in
+# $SECRETS/gateway-<i>.env (gateway:local-<i>, reading only through the share
+# group), made once. When the stack switches between one gateway and several,
+# the sessions of the logins no longer used are ended: the broker would go on
+# queueing every message for them (up to max_queued_messages), and hand the lot
+# over when they came back.
+nakhon_gateway_logins() {
+  local mode="plain" previous="" i file log="$LOGS/nakhon-migrate.log"
+  (( NAKHON_GATEWAY_COUNT == 1 )) || mode="shared-$NAKHON_GATEWAY_COUNT"
+  previous="$(cat "$STATE/gateway-mode" 2>/dev/null)" || true
+  if [[ -n "$previous" && "$previous" != "$mode" ]]; then
+    say "gateways: from ${previous/-/ x} to ${mode/-/ x}; ending the sessions no longer used"
+    if [[ "$previous" == plain ]]; then
+      "$NAKHON_BIN" gateway --end-session >>"$log" 2>&1 || warn "could not end the gateway's session (see $log)"
+    else
+      for (( i = 1; i <= ${previous#shared-}; i++ )); do
+        (( NAKHON_GATEWAY_COUNT > 1 && i <= NAKHON_GATEWAY_COUNT )) && continue
+        [[ -f "$SECRETS/gateway-$i.env" ]] || continue
+        NAKHON_ENV_FILE="$ENV_FILE:$SECRETS/gateway-$i.env" "$NAKHON_BIN" gateway --end-session >>"$log" 2>&1 \
+          || warn "could not end gateway-$i's session (see $log)"
+      done
+    fi
+  fi
+  for (( i = 1; NAKHON_GATEWAY_COUNT > 1 && i <= NAKHON_GATEWAY_COUNT; i++ )); do
+    file="$SECRETS/gateway-$i.env"
+    grep -q '^NAKHON_MQTT_PASSWORD=' "$file" 2>/dev/null && continue
+    # A login without its file (deleted by hand): made again, with a new password.
+    "$NAKHON_BIN" gateways revoke "local-$i" >>"$log" 2>&1 || true
+    "$NAKHON_BIN" gateways add "local-$i" --share-group "$NAKHON_LOCAL_SHARE_GROUP" --env-file "$file" >>"$log" 2>&1 \
+      || die "nakhon gateways add local-$i" "$log" "could not make gateway $i's broker login"
+  done
+  echo "$mode" > "$STATE/gateway-mode"
 }
 
 # nakhon_stop_unsupervised: stop services whose pid file names a process of
@@ -106,9 +196,18 @@ nakhon_start() {
   fi
   local entry name names=()
   for entry in "${NAKHON_SERVICES[@]}"; do
-    nakhon_has_command "${entry%%:*}" && names+=("${entry%%:*}")
+    nakhon_has_command "$(nakhon_command "${entry%%:*}")" && names+=("${entry%%:*}")
   done
+  nakhon_gateway_logins
   nakhon_supervisor_config "${names[@]}"
+  # The restart counts of programs no longer configured (processor-3 after
+  # NAKHON_PROCESSORS=3 went to 2): one that comes back later starts at 0.
+  local starts
+  for starts in "$RUN"/nakhon-*.starts; do
+    [[ -f "$starts" ]] || continue
+    name="$(basename "$starts" .starts)"; name="${name#nakhon-}"
+    [[ " ${names[*]} " == *" $name "* ]] || rm -f "$starts"
+  done
   if supervisor_alive; then
     # Already supervised: apply a changed configuration (restarts only the
     # programs it changed; nothing when it is the same), and start again what
@@ -181,7 +280,7 @@ nakhon_status() {
       esac
     elif pid_alive "nakhon-$name"; then
       printf '%-11s running  %-16s not supervised (make up hands it to supervisord)\n' "$name" "${port:+127.0.0.1:$port}"
-    elif [[ -x "$NAKHON_BIN" ]] && nakhon_has_command "$name"; then
+    elif [[ -x "$NAKHON_BIN" ]] && nakhon_has_command "$(nakhon_command "$name")"; then
       printf '%-11s stopped\n' "$name"
     fi
   done

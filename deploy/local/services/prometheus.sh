@@ -1,7 +1,7 @@
 # Prometheus from Debian's package, as our own process on 127.0.0.1:9090 with
 # its data under $STATE/prometheus (the package's system service stays off).
-# It scrapes the gateway (:9101), the processor (:9102) and the API (:8080)
-# where they run, and evaluates the alert rules of deploy/prometheus/rules/.
+# It scrapes the gateways (:9101, and :9111, ... with NAKHON_GATEWAYS), the
+# processors (:9102, :9112, ... with NAKHON_PROCESSORS) and the API (:8080), and evaluates the alert rules of deploy/prometheus/rules/.
 # The package also brings promtool, which the rule tests use.
 
 PROM_DIR="$STATE/prometheus"
@@ -12,16 +12,19 @@ prometheus_install() {
   apt_install prometheus
 }
 
-# The scrape configuration of deploy/prometheus/prometheus.yml (written for
-# docker compose, where the services are reached by name), with the local
-# stack's addresses and the rules' absolute path.
-prometheus_write_config() {
-  PROM_DIR="$(service_dir prometheus prometheus)"
-  mkdir -p "$PROM_DIR/data" "$PROM_DIR/rules"
-  # A copy the prometheus user can read wherever the checkout is.
-  rm -f "$PROM_DIR"/rules/*.yml
-  cp "$PROM_RULES"/*.yml "$PROM_DIR/rules/"
-  cat > "$PROM_DIR/prometheus.yml" <<CONF
+# prometheus_targets FIRST_PORT COUNT: '"127.0.0.1:P", ...' for COUNT instances.
+prometheus_targets() {
+  local i list=""
+  for (( i = 0; i < $2; i++ )); do list+="${list:+, }\"127.0.0.1:$(($1 + 10 * i))\""; done
+  echo "$list"
+}
+
+# prometheus_config: the scrape configuration of deploy/prometheus/prometheus.yml
+# (written for docker compose, where the services are reached by name), with
+# the local stack's addresses (every gateway and processor `make up` runs) and
+# the rules' absolute path.
+prometheus_config() {
+  cat <<CONF
 # Written by deploy/local/services/prometheus.sh; edits are overwritten.
 # Same jobs as deploy/prometheus/prometheus.yml, local addresses.
 global:
@@ -36,10 +39,10 @@ rule_files:
 scrape_configs:
   - job_name: gateway
     static_configs:
-      - targets: ["127.0.0.1:$GATEWAY_METRICS_PORT"]
+      - targets: [$(prometheus_targets "$GATEWAY_METRICS_PORT" "$NAKHON_GATEWAY_COUNT")]
   - job_name: processor
     static_configs:
-      - targets: ["127.0.0.1:$PROCESSOR_METRICS_PORT"]
+      - targets: [$(prometheus_targets "$PROCESSOR_METRICS_PORT" "$NAKHON_PROCESSOR_COUNT")]
   - job_name: api
     static_configs:
       - targets: ["127.0.0.1:$API_PORT"]
@@ -47,6 +50,17 @@ scrape_configs:
     static_configs:
       - targets: ["127.0.0.1:$PROM_PORT"]
 CONF
+}
+
+# prometheus_write_config: prometheus_config and the rules, where the
+# prometheus user reads them.
+prometheus_write_config() {
+  PROM_DIR="$(service_dir prometheus prometheus)"
+  mkdir -p "$PROM_DIR/data" "$PROM_DIR/rules"
+  # A copy the prometheus user can read wherever the checkout is.
+  rm -f "$PROM_DIR"/rules/*.yml
+  cp "$PROM_RULES"/*.yml "$PROM_DIR/rules/"
+  prometheus_config > "$PROM_DIR/prometheus.yml"
   chown -R prometheus:prometheus "$PROM_DIR"
 }
 
@@ -61,7 +75,17 @@ prometheus_ready() {
 }
 
 prometheus_start() {
-  if pid_alive prometheus; then return 0; fi
+  if pid_alive prometheus; then
+    # Running: a changed scrape list (NAKHON_GATEWAYS, NAKHON_PROCESSORS) is reloaded.
+    local before
+    before="$(cat "$PROM_DIR/prometheus.yml" 2>/dev/null)" || true
+    prometheus_write_config
+    if [[ "$(cat "$PROM_DIR/prometheus.yml")" != "$before" ]]; then
+      curl -fs -o /dev/null -X POST "http://127.0.0.1:$PROM_PORT/-/reload" \
+        || warn "prometheus did not reload its configuration; restart it with make down && make up"
+    fi
+    return 0
+  fi
   if port_open "$PROM_PORT"; then
     die "start prometheus" "" "port $PROM_PORT is taken by a process Nakhon did not start (the system's prometheus service?); stop it (systemctl stop prometheus)"
   fi
@@ -89,7 +113,7 @@ prometheus_stop() {
 prometheus_status() {
   if pid_alive prometheus && prometheus_ready; then
     local v; v="$(/usr/bin/prometheus --version 2>&1 | sed -n '1s/^prometheus, version \([^ ]*\).*/\1/p')"
-    echo "prometheus  running  127.0.0.1:$PROM_PORT  Prometheus $v, scraping :9101 :9102 :8080"
+    echo "prometheus  running  127.0.0.1:$PROM_PORT  Prometheus $v, scraping the gateways, processors and API"
   else
     echo "prometheus  stopped"
   fi
