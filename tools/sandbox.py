@@ -28,9 +28,11 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from aiokafka import AIOKafkaConsumer, ConsumerRecord, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+from aiokafka.client import AIOKafkaClient
 from aiokafka.errors import KafkaError
 from pydantic import SecretStr
 
@@ -141,9 +143,37 @@ class Service:
             wait_until(self.ready, 60, f"{self.command} ready (log: {self.log_path})")
 
     async def start_and_wait(self, timeout_s: float = 60) -> None:
-        """:meth:`start`, then wait for readiness without blocking the event loop."""
-        self.start(wait_ready=False)
-        await wait_for(self.ready, timeout_s, f"{self.command} ready (log: {self.log_path})")
+        """:meth:`start`, then wait for readiness without blocking the event loop.
+
+        A service whose metrics port was taken meanwhile (a free port is only
+        free when picked: any client's outgoing connection may take it next)
+        starts again on another one, twice at most.
+        """
+        for attempt in range(3):
+            logged = self.log_path.stat().st_size if self.log_path.exists() else 0
+            self.start(wait_ready=False)
+            try:
+                await wait_for(self.ready, timeout_s, f"{self.command} ready ({self.log_path})")
+                return
+            except SandboxError:
+                if attempt == 2 or not self._port_taken(logged):
+                    raise
+                self._move_port()
+
+    def _port_taken(self, logged: int) -> bool:
+        """The service exited because its port was in use (its log since byte ``logged``)."""
+        if self.proc is None or self.proc.poll() is None:
+            return False
+        with self.log_path.open("rb") as log:
+            log.seek(logged)
+            return b"address already in use" in log.read()
+
+    def _move_port(self) -> None:
+        """The metrics and readiness port of the service: a new free one."""
+        [name] = [k for k in self.env if k.endswith("_METRICS_PORT")]
+        old, new = self.env[name], str(free_port())
+        self.env = self.env | {name: new}
+        self.ready_url = self.ready_url.replace(f":{old}/", f":{new}/")
 
     def ready(self) -> bool:
         assert self.proc is not None
@@ -203,6 +233,18 @@ class PipelineNamespace:
     #: The gateway's shared-subscription group; None (the default, as in
     #: production): it subscribes to its filters themselves.
     share_group: str | None = None
+    #: How many gateway logins :meth:`prepare` provisions (``gateway(login=i)``):
+    #: each gateway needs its own username and client id; with a
+    #: :attr:`share_group`, they split the namespace's messages between them.
+    gateways: int = 1
+    #: Filled by :meth:`prepare`: every gateway login, ``gateway_credentials`` first.
+    gateway_logins: list[Credentials] = field(default_factory=list)
+    #: The namespace's Kafka topics: partitions, replication factor, and
+    #: ``min.insync.replicas`` (None: the broker's default). A cluster asks for
+    #: 3 and 2 (:meth:`IsolatedKafkaCluster.namespace`).
+    partitions: int = 3
+    replication_factor: int = 1
+    min_insync_replicas: int | None = None
 
     @property
     def root(self) -> str:
@@ -237,29 +279,47 @@ class PipelineNamespace:
     def topic_filters(self) -> list[str]:
         return [f"{self.root}/#", f"{self.root}-ttn/#", f"{self.root}-cs/#"]
 
-    def _identities(self) -> tuple[Identity, Identity]:
-        gateway = gateway_identity(self.name, self.share_group, self.topic_filters)
-        return gateway, bridge_identity(self.name, self.topic_filters)
+    def _gateway_names(self) -> list[str]:
+        """The gateways' login names: the namespace's, then ``<name>-2``, ``<name>-3``..."""
+        return [self.name] + [f"{self.name}-{i}" for i in range(2, self.gateways + 1)]
+
+    def _identities(self) -> list[Identity]:
+        """The gateways' identities, then the publishing bridge's."""
+        gateways = [
+            gateway_identity(name, self.share_group, self.topic_filters)
+            for name in self._gateway_names()
+        ]
+        return [*gateways, bridge_identity(self.name, self.topic_filters)]
 
     async def prepare(self) -> None:
-        """Create the namespace's Kafka topics and its gateway's and publisher's credentials."""
+        """Create the namespace's Kafka topics and its gateways' and publisher's credentials."""
         await self.create_topics()
-        gateway, publisher = self._identities()
+        identities = self._identities()
         with self.admin() as admin:
-            self.gateway_credentials, self.publisher_credentials = provision.create(
-                admin, [(gateway, None), (publisher, None)]
-            )
+            *gateways, publisher = provision.create(admin, [(i, None) for i in identities])
+        self.gateway_logins = gateways
+        self.gateway_credentials, self.publisher_credentials = gateways[0], publisher
 
-    def env(self) -> dict[str, str]:
+    def _login(self, login: int) -> Credentials:
+        """Gateway login number ``login`` (0: :attr:`gateway_credentials`)."""
+        if login == 0 and self.gateway_credentials is not None:
+            return self.gateway_credentials
+        if login < len(self.gateway_logins):
+            return self.gateway_logins[login]
+        raise SandboxError(
+            f"no gateway login {login}: prepare() provisions {self.gateways} (gateways=N)"
+        )
+
+    def env(self, login: int = 0) -> dict[str, str]:
         fmts = ["senml", "senml-cbor", "json", "ngsi", "position"]
         routes = [f"{self.root}/{{city}}/{{sensor_id}}/{f}={f}" for f in fmts]
         routes += [
             f"{self.root}-ttn/v3/{{app}}/devices/{{sensor_id}}/up=tts-v3",
             f"{self.root}-cs/application/{{app}}/device/{{sensor_id}}/event/up=chirpstack-v4",
         ]
-        gw = self.gateway_credentials
-        if gw is None:
+        if self.gateway_credentials is None:
             raise SandboxError("call prepare() first: the gateway needs its credentials")
+        gw = self._login(login)
         env = {k: v for k, v in os.environ.items() if not k.startswith("NAKHON_")}
         env.update(
             {
@@ -293,22 +353,37 @@ class PipelineNamespace:
         return env
 
     async def create_topics(self) -> None:
+        configs = (
+            {}
+            if self.min_insync_replicas is None
+            else {"min.insync.replicas": str(self.min_insync_replicas)}
+        )
         admin = AIOKafkaAdminClient(**kafka_client_options(self.kafka))
         await admin.start()
         try:
             await admin.create_topics(
                 [
-                    NewTopic(t, num_partitions=3, replication_factor=1)
+                    NewTopic(
+                        t,
+                        num_partitions=self.partitions,
+                        replication_factor=self.replication_factor,
+                        topic_configs=configs,
+                    )
                     for t in (self.raw_topic, self.readings_topic, self.deadletter_topic)
                 ]
             )
         finally:
             await admin.close()
 
-    def gateway(self, *, tls: bool = False) -> Service:
-        """A gateway of the namespace; with ``tls``, it reaches the broker on 8883 over TLS."""
+    def gateway(self, *, tls: bool = False, login: int = 0) -> Service:
+        """A gateway of the namespace; with ``tls``, it reaches the broker on 8883 over TLS.
+
+        ``login``: which of the :attr:`gateways` logins (its username and client
+        id) it uses. A gateway started again after a kill, with the same login,
+        takes over the killed one's session, as a supervisor's restart would.
+        """
         port = free_port()
-        env = self.env() | {"NAKHON_GATEWAY_METRICS_PORT": str(port)}
+        env = self.env(login) | {"NAKHON_GATEWAY_METRICS_PORT": str(port)}
         if tls:
             env |= {
                 "NAKHON_MQTT_PORT": str(MQTT_TLS_PORT),
@@ -339,18 +414,21 @@ class PipelineNamespace:
             if svc.proc is not None and svc.proc.poll() is None:
                 svc.proc.kill()
                 svc.proc.wait(10)
-        gw = self.gateway_credentials
-        if gw is None:
+        if self.gateway_credentials is None:
             return
-        if any(svc.command == "gateway" for svc in self.services):
-            end_session(
-                MqttSettings(
-                    port=self.mqtt_port,
-                    username=gw.username,
-                    password=SecretStr(gw.password),
-                    client_id=gw.clientid or "",
+        used = {
+            svc.env["NAKHON_MQTT_USERNAME"] for svc in self.services if svc.command == "gateway"
+        }
+        for gw in self.gateway_logins or [self.gateway_credentials]:
+            if gw.username in used:
+                end_session(
+                    MqttSettings(
+                        port=self.mqtt_port,
+                        username=gw.username,
+                        password=SecretStr(gw.password),
+                        client_id=gw.clientid or "",
+                    )
                 )
-            )
         with self.admin() as admin:
             for identity in self._identities():
                 provision.revoke(admin, identity)
@@ -408,6 +486,31 @@ class PipelineNamespace:
             lag += end - max(at, 0)
         return lag
 
+    async def consumer_group(self) -> tuple[str, int]:
+        """The namespace's consumer group: its state (``Stable``...) and how many members."""
+        admin = AIOKafkaAdminClient(**kafka_client_options(self.kafka))
+        await admin.start()
+        try:
+            [response] = await admin.describe_consumer_groups([self.name])
+        finally:
+            await admin.close()
+        # DescribeGroups: (error_code, group_id, state, protocol_type, protocol, members, ...)
+        group = response.groups[0]
+        if group[0] != 0:
+            raise SandboxError(f"describing consumer group {self.name}: error {group[0]}")
+        return str(group[2]), len(group[5])
+
+    async def group_stable(self, members: int) -> bool:
+        """The consumer group has ``members`` members and no rebalance under way.
+
+        False, not an error, while the group's coordinator cannot say (being
+        elected, on a node just killed): a caller waits on this (:func:`wait_for`).
+        """
+        try:
+            return await self.consumer_group() == ("Stable", members)
+        except (KafkaError, SandboxError):
+            return False
+
     async def caught_up(self) -> bool:
         """The processors have committed everything the raw topic holds so far.
 
@@ -457,6 +560,99 @@ def _dead_letter(m: ConsumerRecord[bytes, bytes]) -> dict[str, object]:
 #: The Kafka jars and broker logging of ``make up`` (deploy/local/services/kafka.sh).
 KAFKA_LIBS = Path(os.environ.get("NAKHON_STATE_DIR", REPO / ".nakhon")) / "kafka" / "libs"
 _KAFKA_LOGGING = REPO / "deploy" / "local" / "kafka"
+#: The heap of a sandboxed Kafka node: small, the machine is shared.
+KAFKA_HEAP = "256m"
+
+
+def _kafka_java() -> str:
+    java = shutil.which("java")
+    if java is None or not any(KAFKA_LIBS.glob("kafka_*.jar")):
+        raise SandboxError(f"no java or no Kafka jars in {KAFKA_LIBS}: run make up first")
+    return java
+
+
+def _format_kafka_storage(java: str, config: Path, cluster_id: str, log_path: Path) -> None:
+    """Kafka's StorageTool on ``config``'s log directory, for the cluster ``cluster_id``."""
+    LOGS.mkdir(parents=True, exist_ok=True)
+    with log_path.open("ab") as log:
+        # The tool gets a small heap and a quick JIT: it runs for a second or two.
+        formatted = subprocess.run(  # noqa: S603  (our own command line)
+            [java, "-Xmx256m", "-XX:TieredStopAtLevel=1", "-XX:+UseSerialGC",
+             f"-Dlog4j2.configurationFile={_KAFKA_LOGGING / 'log4j2-tools.yaml'}",
+             "-cp", f"{KAFKA_LIBS}/*", "kafka.tools.StorageTool", "format",
+             "-t", cluster_id, "-c", str(config)],
+            stdout=log, stderr=subprocess.STDOUT, check=False,
+        )  # fmt: skip
+    if formatted.returncode != 0:
+        raise SandboxError(f"formatting an isolated Kafka failed; see {log_path}")
+
+
+def _launch_kafka(java: str, config: Path, log_path: Path) -> subprocess.Popen[bytes]:
+    """The broker on ``config`` (run in its folder), logging to ``log_path``; no waiting."""
+    LOGS.mkdir(parents=True, exist_ok=True)
+    with log_path.open("ab") as log:
+        return subprocess.Popen(  # noqa: S603  (our own command line)
+            [java, f"-Xms{KAFKA_HEAP}", f"-Xmx{KAFKA_HEAP}", "-XX:+UseG1GC",
+             "-Djava.awt.headless=true",
+             f"-Dlog4j2.configurationFile={_KAFKA_LOGGING / 'log4j2.yaml'}",
+             "-cp", f"{KAFKA_LIBS}/*", "kafka.Kafka", str(config)],
+            stdout=log, stderr=subprocess.STDOUT, cwd=config.parent,
+        )  # fmt: skip
+
+
+def _kraft_config(
+    *,
+    node_id: int,
+    port: int,
+    controller_port: int,
+    voters: str,
+    data: Path,
+    replication: int,
+    min_isr: int,
+    extra: tuple[str, ...] = (),
+) -> str:
+    """One combined broker + controller node: plaintext on loopback, internal topics replicated."""
+    return "\n".join(
+        [
+            "process.roles=broker,controller",
+            f"node.id={node_id}",
+            f"controller.quorum.voters={voters}",
+            f"listeners=PLAINTEXT://127.0.0.1:{port},CONTROLLER://127.0.0.1:{controller_port}",
+            f"advertised.listeners=PLAINTEXT://127.0.0.1:{port}",
+            "controller.listener.names=CONTROLLER",
+            "listener.security.protocol.map=CONTROLLER:PLAINTEXT,PLAINTEXT:PLAINTEXT",
+            "inter.broker.listener.name=PLAINTEXT",
+            f"log.dirs={data}",
+            "num.partitions=3",
+            f"default.replication.factor={replication}",
+            f"min.insync.replicas={min_isr}",
+            f"offsets.topic.replication.factor={replication}",
+            "offsets.topic.num.partitions=3",
+            f"transaction.state.log.replication.factor={replication}",
+            f"transaction.state.log.min.isr={min_isr}",
+            f"share.coordinator.state.topic.replication.factor={replication}",
+            f"share.coordinator.state.topic.min.isr={min_isr}",
+            "group.initial.rebalance.delay.ms=0",
+            "auto.create.topics.enable=false",
+            "num.network.threads=2",
+            "num.io.threads=2",
+            *extra,
+            "",
+        ]
+    )
+
+
+async def _registered_brokers(bootstrap_servers: str) -> set[int] | None:
+    """The node ids of the brokers the cluster lists now, or None if nobody answers."""
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap_servers, request_timeout_ms=5000)
+    try:
+        await admin.start()
+        cluster = await admin.describe_cluster()
+        return {int(b["node_id"]) for b in cluster.get("brokers", [])}
+    except KafkaError:
+        return None
+    finally:
+        await admin.close()
 
 
 @dataclass
@@ -490,79 +686,35 @@ class IsolatedKafka:
         await wait_for(self._answers, timeout_s, f"Kafka on {self.port} (log: {self.log_path})")
 
     def _launch(self) -> None:
-        java = shutil.which("java")
-        if java is None or not any(KAFKA_LIBS.glob("kafka_*.jar")):
-            raise SandboxError(f"no java or no Kafka jars in {KAFKA_LIBS}: run make up first")
+        java = _kafka_java()
         self.directory = Path(tempfile.mkdtemp(prefix="nakhon-kafka-"))
         config = self.directory / "server.properties"
         config.write_text(self._config())
-        LOGS.mkdir(parents=True, exist_ok=True)
-        classpath = ["-cp", f"{KAFKA_LIBS}/*"]
-        with self.log_path.open("ab") as log:
-            # Its tool gets a small heap and a quick JIT: it runs for a second or two.
-            formatted = subprocess.run(  # noqa: S603  (our own command line)
-                [java, "-Xmx256m", "-XX:TieredStopAtLevel=1", "-XX:+UseSerialGC",
-                 f"-Dlog4j2.configurationFile={_KAFKA_LOGGING / 'log4j2-tools.yaml'}",
-                 *classpath, "kafka.tools.StorageTool", "format",
-                 "-t", _kafka_cluster_id(), "-c", str(config)],
-                stdout=log, stderr=subprocess.STDOUT, check=False,
-            )  # fmt: skip
-            if formatted.returncode != 0:
-                raise SandboxError(f"formatting the isolated Kafka failed; see {self.log_path}")
-            self.proc = subprocess.Popen(  # noqa: S603  (our own command line)
-                [java, "-Xms256m", "-Xmx256m", "-XX:+UseG1GC", "-Djava.awt.headless=true",
-                 f"-Dlog4j2.configurationFile={_KAFKA_LOGGING / 'log4j2.yaml'}",
-                 *classpath, "kafka.Kafka", str(config)],
-                stdout=log, stderr=subprocess.STDOUT, cwd=self.directory,
-            )  # fmt: skip
+        _format_kafka_storage(java, config, _kafka_cluster_id(), self.log_path)
+        self.proc = _launch_kafka(java, config, self.log_path)
 
     def _config(self) -> str:
         assert self.directory is not None
-        return "\n".join(
-            [
-                "process.roles=broker,controller",
-                "node.id=1",
-                f"controller.quorum.voters=1@127.0.0.1:{self.controller_port}",
-                f"listeners=PLAINTEXT://127.0.0.1:{self.port},"
-                f"CONTROLLER://127.0.0.1:{self.controller_port}",
-                f"advertised.listeners=PLAINTEXT://127.0.0.1:{self.port}",
-                "controller.listener.names=CONTROLLER",
-                "listener.security.protocol.map=CONTROLLER:PLAINTEXT,PLAINTEXT:PLAINTEXT",
-                "inter.broker.listener.name=PLAINTEXT",
-                f"log.dirs={self.directory / 'data'}",
-                "num.partitions=3",
-                "offsets.topic.replication.factor=1",
-                "offsets.topic.num.partitions=3",
-                "transaction.state.log.replication.factor=1",
-                "transaction.state.log.min.isr=1",
-                "share.coordinator.state.topic.replication.factor=1",
-                "share.coordinator.state.topic.min.isr=1",
-                "group.initial.rebalance.delay.ms=0",
-                # A test freezes it to make Kafka answer nothing, not to have it
-                # fence itself: past the default 9 s, on SIGCONT the node's
-                # controller may fence its own broker (every partition without
-                # a leader for a moment). A freeze stays well under a minute.
-                "broker.session.timeout.ms=60000",
-                "auto.create.topics.enable=false",
-                "num.network.threads=2",
-                "num.io.threads=2",
-                "",
-            ]
+        return _kraft_config(
+            node_id=1,
+            port=self.port,
+            controller_port=self.controller_port,
+            voters=f"1@127.0.0.1:{self.controller_port}",
+            data=self.directory / "data",
+            replication=1,
+            min_isr=1,
+            # A test freezes it to make Kafka answer nothing, not to have it
+            # fence itself: past the default 9 s, on SIGCONT the node's
+            # controller may fence its own broker (every partition without
+            # a leader for a moment). A freeze stays well under a minute.
+            extra=("broker.session.timeout.ms=60000",),
         )
 
     async def _answers(self) -> bool:
         assert self.proc is not None
         if self.proc.poll() is not None:
             raise SandboxError(f"the isolated Kafka exited; see {self.log_path}")
-        admin = AIOKafkaAdminClient(bootstrap_servers=self.bootstrap_servers)
-        try:
-            await admin.start()
-            cluster = await admin.describe_cluster()
-            return bool(cluster.get("brokers"))
-        except KafkaError:
-            return False
-        finally:
-            await admin.close()
+        return bool(await _registered_brokers(self.bootstrap_servers))
 
     def freeze(self) -> None:
         """SIGSTOP: alive, its connections open, answering nothing."""
@@ -608,8 +760,7 @@ async def relaunch_isolated_kafka(
         raise SandboxError("relaunch needs java and a Kafka started before (start())")
     if kafka.proc is not None and kafka.proc.poll() is None:
         raise SandboxError(f"the isolated Kafka on {kafka.port} still runs")
-    directory = kafka.directory
-    config = directory / "server.properties"
+    config = kafka.directory / "server.properties"
     lines = [
         line
         for line in config.read_text().splitlines()
@@ -618,12 +769,226 @@ async def relaunch_isolated_kafka(
     config.write_text(
         "\n".join([*lines, f"broker.session.timeout.ms={broker_session_timeout_ms}", ""])
     )
-    with kafka.log_path.open("ab") as log:
-        kafka.proc = await asyncio.to_thread(
-            subprocess.Popen,  # our own command line, as IsolatedKafka._launch starts it
-            [java, "-Xms256m", "-Xmx256m", "-XX:+UseG1GC", "-Djava.awt.headless=true",
-             f"-Dlog4j2.configurationFile={_KAFKA_LOGGING / 'log4j2.yaml'}",
-             "-cp", f"{KAFKA_LIBS}/*", "kafka.Kafka", str(config)],
-            stdout=log, stderr=subprocess.STDOUT, cwd=directory,
-        )  # fmt: skip
+    kafka.proc = await asyncio.to_thread(_launch_kafka, java, config, kafka.log_path)
     await wait_for(kafka._answers, timeout_s, f"Kafka on {kafka.port} again ({kafka.log_path})")
+
+
+@dataclass
+class KafkaNode:
+    """One node of an :class:`IsolatedKafkaCluster`: broker and controller in one JVM."""
+
+    node_id: int
+    port: int = field(default_factory=free_port)
+    controller_port: int = field(default_factory=free_port)
+    proc: subprocess.Popen[bytes] | None = None
+
+    @property
+    def address(self) -> str:
+        return f"127.0.0.1:{self.port}"
+
+    @property
+    def log_path(self) -> Path:
+        return LOGS / f"kafka-{self.port}.log"
+
+    @property
+    def running(self) -> bool:
+        return self.proc is not None and self.proc.poll() is None
+
+
+@dataclass
+class IsolatedKafkaCluster:
+    """A KRaft cluster of the run's own: ``size`` nodes (3), each broker and controller.
+
+    Built as :class:`IsolatedKafka` builds one node (the jars ``make up``
+    installed, plaintext on free ports, data in a temporary folder), with
+    ``controller.quorum.voters`` listing every node, so the quorum survives one
+    node down. The internal topics (consumer offsets, transaction state) have
+    replication factor 3 and ``min.insync.replicas`` 2, as :meth:`namespace`
+    gives the namespace's topics: a record acknowledged with acks=all is on two
+    nodes at least. The broker session timeout stays Kafka's default (9 s): a
+    killed node is fenced, and its partitions led elsewhere, that long after.
+
+    :meth:`kill` (SIGKILL) and :meth:`restart` one node by its id (1 to
+    ``size``); :meth:`leader` says which node leads a partition now.
+    """
+
+    size: int = 3
+    replication: int = 3
+    min_insync_replicas: int = 2
+    nodes: list[KafkaNode] = field(default_factory=list)
+    directory: Path | None = None
+
+    def __post_init__(self) -> None:
+        if not self.nodes:
+            self.nodes = [KafkaNode(i) for i in range(1, self.size + 1)]
+        self.replication = min(self.replication, self.size)
+        self.min_insync_replicas = min(self.min_insync_replicas, self.replication)
+
+    @property
+    def bootstrap_servers(self) -> str:
+        """Every node's listener: a client bootstraps from whichever answers."""
+        return ",".join(node.address for node in self.nodes)
+
+    def settings(self) -> KafkaSettings:
+        return KafkaSettings(bootstrap_servers=self.bootstrap_servers)
+
+    def namespace(self, **kwargs: Any) -> PipelineNamespace:
+        """A namespace on this cluster whose topics have its replication and min ISR."""
+        kwargs.setdefault("kafka", self.settings())
+        kwargs.setdefault("replication_factor", self.replication)
+        kwargs.setdefault("min_insync_replicas", self.min_insync_replicas)
+        return PipelineNamespace(**kwargs)
+
+    def node(self, node_id: int) -> KafkaNode:
+        for node in self.nodes:
+            if node.node_id == node_id:
+                return node
+        raise SandboxError(f"no node {node_id} in the cluster ({len(self.nodes)} nodes)")
+
+    def _config_path(self, node: KafkaNode) -> Path:
+        assert self.directory is not None
+        return self.directory / f"node-{node.node_id}" / "server.properties"
+
+    def _config(self, node: KafkaNode) -> str:
+        assert self.directory is not None
+        voters = ",".join(f"{n.node_id}@127.0.0.1:{n.controller_port}" for n in self.nodes)
+        return _kraft_config(
+            node_id=node.node_id,
+            port=node.port,
+            controller_port=node.controller_port,
+            voters=voters,
+            data=self._config_path(node).parent / "data",
+            replication=self.replication,
+            min_isr=self.min_insync_replicas,
+        )
+
+    async def start(self, timeout_s: float = 180) -> None:
+        """Format every node's storage, start them all, wait until every broker is registered."""
+        java = _kafka_java()
+        self.directory = Path(tempfile.mkdtemp(prefix="nakhon-kafka-cluster-"))
+        cluster_id = _kafka_cluster_id()
+        for node in self.nodes:
+            config = self._config_path(node)
+            config.parent.mkdir(parents=True)
+            config.write_text(self._config(node))
+        await asyncio.gather(
+            *(
+                asyncio.to_thread(
+                    _format_kafka_storage, java, self._config_path(n), cluster_id, n.log_path
+                )
+                for n in self.nodes
+            )
+        )
+        for node in self.nodes:
+            node.proc = _launch_kafka(java, self._config_path(node), node.log_path)
+        everyone = {n.node_id for n in self.nodes}
+        await wait_for(
+            lambda: self._registered(everyone),
+            timeout_s,
+            f"{len(self.nodes)} Kafka nodes registered (logs: {LOGS}/kafka-<port>.log)",
+        )
+
+    async def _registered(self, node_ids: set[int]) -> bool:
+        for node in self.nodes:
+            if node.node_id in node_ids and not node.running:
+                raise SandboxError(f"Kafka node {node.node_id} exited; see {node.log_path}")
+        # Asked of the nodes themselves (a node lists itself only once registered).
+        addresses = ",".join(self.node(i).address for i in sorted(node_ids))
+        brokers = await _registered_brokers(addresses)
+        return brokers is not None and node_ids <= brokers
+
+    async def kill(self, node_id: int) -> None:
+        """SIGKILL one node: no flush, no goodbye, its leaderships and its vote gone at once."""
+        node = self.node(node_id)
+        if node.proc is None or node.proc.poll() is not None:
+            raise SandboxError(f"Kafka node {node_id} does not run")
+        node.proc.send_signal(signal.SIGKILL)
+        await asyncio.to_thread(node.proc.wait, 30)
+
+    async def restart(self, node_id: int, timeout_s: float = 120) -> None:
+        """Start a killed node again on its data; return once it is registered again.
+
+        Its registration waits until the controller let the killed node's
+        session expire (``broker.session.timeout.ms``, 9 s).
+        """
+        node = self.node(node_id)
+        if node.running:
+            raise SandboxError(f"Kafka node {node_id} still runs")
+        node.proc = await asyncio.to_thread(
+            _launch_kafka, _kafka_java(), self._config_path(node), node.log_path
+        )
+        await wait_for(
+            lambda: self._registered({node_id}),
+            timeout_s,
+            f"Kafka node {node_id} registered again ({node.log_path})",
+        )
+
+    async def describe(self, topic: str) -> list[dict[str, Any]]:
+        """``topic``'s partitions as the cluster's metadata has them: partition, leader, isr."""
+        admin = AIOKafkaAdminClient(
+            bootstrap_servers=",".join(n.address for n in self.nodes if n.running),
+            request_timeout_ms=5000,
+        )
+        await admin.start()
+        try:
+            [described] = await admin.describe_topics([topic])
+        finally:
+            await admin.close()
+        if described["error_code"] != 0:
+            raise SandboxError(f"no topic {topic} (error {described['error_code']})")
+        return sorted(described["partitions"], key=lambda p: int(p["partition"]))
+
+    async def leaders(self, topic: str) -> dict[int, int]:
+        """Partition -> the node id that leads it (-1: none right now)."""
+        return {int(p["partition"]): int(p["leader"]) for p in await self.describe(topic)}
+
+    async def leader(self, topic: str, partition: int = 0) -> int:
+        """The node that leads ``topic``'s ``partition`` now, as clients find it.
+
+        Asked the way a client asks (:class:`aiokafka.AIOKafkaClient`'s metadata,
+        ``cluster.leader_for_partition``); SandboxError while it has no leader.
+        """
+        client = AIOKafkaClient(
+            bootstrap_servers=",".join(n.address for n in self.nodes if n.running),
+            request_timeout_ms=5000,
+        )
+        await client.bootstrap()
+        try:
+            client.add_topic(topic)
+            await client.force_metadata_update()
+            leader = client.cluster.leader_for_partition(TopicPartition(topic, partition))
+        finally:
+            await client.close()
+        if leader is None or leader < 0:
+            raise SandboxError(f"{topic}[{partition}] has no leader now")
+        return int(leader)
+
+    async def led(self, topics: list[str]) -> bool:
+        """Every partition of ``topics`` is known to the brokers and has a leader."""
+        try:
+            for topic in topics:
+                if any(int(p["leader"]) < 0 for p in await self.describe(topic)):
+                    return False
+        except (KafkaError, SandboxError):
+            return False
+        return True
+
+    async def in_sync(self, topics: list[str]) -> bool:
+        """Every partition of ``topics`` has all its replicas in sync (a node back caught up)."""
+        try:
+            for topic in topics:
+                for p in await self.describe(topic):
+                    if len(p["isr"]) < len(p["replicas"]):
+                        return False
+        except (KafkaError, SandboxError):
+            return False
+        return True
+
+    def stop(self) -> None:
+        """SIGKILL every node and delete the cluster's folder."""
+        for node in self.nodes:
+            if node.proc is not None and node.proc.poll() is None:
+                node.proc.kill()
+                node.proc.wait(30)
+        if self.directory is not None:
+            shutil.rmtree(self.directory, ignore_errors=True)
