@@ -8,6 +8,7 @@ time, and each component receives only its own group.
 
 from __future__ import annotations
 
+import json
 import os
 import socket
 from pathlib import Path
@@ -17,6 +18,7 @@ from pydantic import BaseModel, Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from nakhon.domain.catalogue import METRICS
+from nakhon.env_file import read_env_file
 from nakhon.local_stack import LOCAL_STACK
 
 #: MQTT filters the gateway subscribes to: the device topics and the uplinks of
@@ -73,6 +75,32 @@ class MqttSettings(BaseModel):
     keepalive_s: int = 30
     #: Session expiry the broker honours after a disconnect (seconds).
     session_expiry_s: int = 7 * 24 * 3600
+    #: JSON object ``{"city": "broker.env"}``: the cities whose devices connect
+    #: to another MQTT broker than this one (docs/deploy.md, "Several MQTT
+    #: brokers"), each named by an env file of ``NAKHON_MQTT_*`` lines (host,
+    #: port, admin password, TLS CA) that ``nakhon devices`` uses to provision
+    #: that city's devices there. Cities not named use this broker.
+    city_brokers: dict[str, Path] = Field(default_factory=dict)
+
+    def for_city(self, city: str) -> MqttSettings:
+        """The settings of the broker ``city``'s devices connect to.
+
+        These settings, with the ``NAKHON_MQTT_*`` lines of the city's broker
+        file (``city_brokers``) over them; these when the city has none.
+        """
+        path = self.city_brokers.get(city)
+        if path is None:
+            return self
+        if not path.is_file():
+            raise ValueError(f"NAKHON_MQTT_CITY_BROKERS: no file {path} (the broker of {city})")
+        prefix = "NAKHON_MQTT_"
+        overrides: dict[str, object] = {}
+        for key, value in read_env_file(path).items():
+            if key.startswith(prefix) and key != f"{prefix}CITY_BROKERS":
+                # Lists and objects (topic filters) are JSON, as in the environment.
+                name = key.removeprefix(prefix).lower()
+                overrides[name] = json.loads(value) if value.startswith(("[", "{")) else value
+        return MqttSettings.model_validate(self.model_dump() | overrides)
 
 
 class KafkaSettings(BaseModel):

@@ -8,11 +8,11 @@ from __future__ import annotations
 
 import argparse
 import csv
+import functools
 import json
 import os
 import sys
-from collections.abc import Callable, Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -47,6 +47,12 @@ LOCAL_CA_KEY = Path(".nakhon/tls/ca.key")
 _ROOT_HELP = (
     "topic root standing for 'city' (default: city); only for a deployment whose "
     "routes (NAKHON_PROCESSOR_ROUTES) use another root"
+)
+
+
+_CITY_BROKER_HELP = (
+    "the devices' city: reach the broker NAKHON_MQTT_CITY_BROKERS maps it to "
+    "(default: NAKHON_MQTT_HOST:PORT)"
 )
 
 
@@ -116,6 +122,10 @@ def _register_devices(sub: argparse._SubParsersAction[argparse.ArgumentParser]) 
     rot.add_argument("sensor_id", metavar="SENSOR_ID")
     rot.add_argument("--password", help="use this password instead of a generated one")
     rot.add_argument("--json", action="store_true", help="print one JSON object")
+    rot.add_argument(
+        "--city",
+        help=_CITY_BROKER_HELP,
+    )
     rot.set_defaults(func=run_rotate, kind="device")
     rev = cmds.add_parser(
         "revoke",
@@ -126,6 +136,10 @@ def _register_devices(sub: argparse._SubParsersAction[argparse.ArgumentParser]) 
         ),
     )
     rev.add_argument("sensor_ids", metavar="SENSOR_ID", nargs="+")
+    rev.add_argument(
+        "--city",
+        help=_CITY_BROKER_HELP,
+    )
     rev.set_defaults(func=run_revoke, kind="device")
 
     cert = cmds.add_parser(
@@ -143,10 +157,18 @@ def _register_devices(sub: argparse._SubParsersAction[argparse.ArgumentParser]) 
     cert.add_argument("--ca-key", type=Path, default=LOCAL_CA_KEY, help="default: %(default)s")
     cert.add_argument("--days", type=int, default=825, help="validity (default 825)")
     cert.add_argument("--out", type=Path, default=Path("."), help="folder (default: here)")
+    cert.add_argument(
+        "--city",
+        help=_CITY_BROKER_HELP,
+    )
     cert.set_defaults(func=run_certificate)
 
     ls = cmds.add_parser("list", help="every client the broker knows, with its topics")
     ls.add_argument("--json", action="store_true", help="print a JSON list")
+    ls.add_argument(
+        "--city",
+        help=_CITY_BROKER_HELP,
+    )
     ls.set_defaults(func=run_list, kind="device")
 
 
@@ -169,9 +191,12 @@ def run_devices_add(args: argparse.Namespace) -> int:
         provision.register_sensors(settings.db.dsn.get_secret_value(), [record])
         [creds] = provision.create(admin, [(identity, args.password)])
         _print_credentials(creds, args.json)
+        if not args.json and args.city in settings.mqtt.city_brokers:
+            broker = MqttEndpoint.from_settings(settings.mqtt.for_city(args.city))
+            print(f"{'broker:':<17} {broker}   ({args.city}'s, NAKHON_MQTT_CITY_BROKERS)")
         return EXIT_OK
 
-    return _with_admin(settings, add)
+    return _with_admin(settings, add, args.city)
 
 
 def run_devices_import(args: argparse.Namespace) -> int:
@@ -182,24 +207,37 @@ def run_devices_import(args: argparse.Namespace) -> int:
     except (OSError, ValueError) as exc:
         return _usage_error(exc)
     settings = _settings()
+    # Each city's devices on the broker they connect to (NAKHON_MQTT_CITY_BROKERS).
+    by_broker: dict[str, list[tuple[Identity, SensorRecord, str | None]]] = {}
+    for row in rows:
+        by_broker.setdefault(str(settings.mqtt.city_brokers.get(row[1].city, "")), []).append(row)
+    created: list[Credentials] = []
 
-    def run(admin: DynsecAdmin) -> int:
+    def run(group: list[tuple[Identity, SensorRecord, str | None]], admin: DynsecAdmin) -> int:
         existing = provision.existing_usernames(admin)
-        new = [(i, rec, pw) for i, rec, pw in rows if i.username not in existing]
-        print(f"{path}: {len(rows)} devices, {len(rows) - len(new)} unchanged, {len(new)} new")
+        new = [(i, rec, pw) for i, rec, pw in group if i.username not in existing]
+        where = f" on {admin.endpoint}" if len(by_broker) > 1 else ""
+        unchanged = len(group) - len(new)
+        print(f"{path}: {len(group)} devices{where}, {unchanged} unchanged, {len(new)} new")
         if not new:
             return EXIT_OK
         provision.register_sensors(settings.db.dsn.get_secret_value(), [r for _, r, _ in new])
-        created: list[Credentials] = []
         for start in range(0, len(new), 500):
             chunk = new[start : start + 500]
-            created += provision.create(admin, [(i, pw) for i, _, pw in chunk])
+            created.extend(provision.create(admin, [(i, pw) for i, _, pw in chunk]))
             print(f"  created {len(created)}/{len(new)}", file=sys.stderr)
-        _write_credentials_csv(out, created)
-        print(f"credentials of the {len(created)} new devices: {out} (mode 600)")
         return EXIT_OK
 
-    return _with_admin(settings, run)
+    status = EXIT_OK
+    for group in by_broker.values():
+        status = _with_admin(settings, functools.partial(run, group), group[0][1].city)
+        if status != EXIT_OK:
+            break
+    if created:
+        # Even after a failure: what was created has credentials nobody else holds.
+        _write_credentials_csv(out, created)
+        print(f"credentials of the {len(created)} new devices: {out} (mode 600)")
+    return status
 
 
 def run_certificate(args: argparse.Namespace) -> int:
@@ -223,7 +261,7 @@ def run_certificate(args: argparse.Namespace) -> int:
         return EXIT_OK
 
     try:
-        return _with_admin(settings, issue)
+        return _with_admin(settings, issue, args.city)
     except CertificateError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return EXIT_REFUSED
@@ -420,7 +458,7 @@ def run_rotate(args: argparse.Namespace) -> int:
             print(f"new password of {identity.username} (shown once): {password}")
         return EXIT_OK
 
-    return _with_admin(settings, rot)
+    return _with_admin(settings, rot, getattr(args, "city", None))
 
 
 def run_revoke(args: argparse.Namespace) -> int:
@@ -439,7 +477,7 @@ def run_revoke(args: argparse.Namespace) -> int:
                 )
         return EXIT_OK if len(gone) == len(identities) else EXIT_REFUSED
 
-    return _with_admin(settings, rev)
+    return _with_admin(settings, rev, getattr(args, "city", None))
 
 
 def run_list(args: argparse.Namespace) -> int:
@@ -457,7 +495,7 @@ def run_list(args: argparse.Namespace) -> int:
         print(f"{len(rows)} {args.kind}s")
         return EXIT_OK
 
-    return _with_admin(settings, ls)
+    return _with_admin(settings, ls, getattr(args, "city", None))
 
 
 # broker init -------------------------------------------------------------------
@@ -542,9 +580,19 @@ def _settings() -> Settings:
     return settings
 
 
-def _with_admin(settings: Settings, action: Callable[[DynsecAdmin], int]) -> int:
-    """Run ``action`` with an admin connection, turning known failures into exit codes."""
-    password = settings.mqtt.admin_password
+def _with_admin(
+    settings: Settings, action: Callable[[DynsecAdmin], int], city: str | None = None
+) -> int:
+    """Run ``action`` with an admin connection, turning known failures into exit codes.
+
+    With ``city``: on the broker that city's devices connect to
+    (``NAKHON_MQTT_CITY_BROKERS``), else on ``NAKHON_MQTT_HOST:PORT``.
+    """
+    try:
+        mqtt = settings.mqtt.for_city(city) if city else settings.mqtt
+    except (ValueError, ValidationError) as exc:
+        return _usage_error(exc)
+    password = mqtt.admin_password
     if password is None:
         print(
             "error: NAKHON_MQTT_ADMIN_PASSWORD is not set (the local stack keeps it in "
@@ -553,7 +601,7 @@ def _with_admin(settings: Settings, action: Callable[[DynsecAdmin], int]) -> int
         )
         return EXIT_USAGE
     try:
-        with _admin(settings, password.get_secret_value()) as admin:
+        with DynsecAdmin(MqttEndpoint.from_settings(mqtt), password.get_secret_value()) as admin:
             return action(admin)
     except ProvisionError as exc:
         print(f"error: {exc}", file=sys.stderr)
@@ -567,12 +615,6 @@ def _with_admin(settings: Settings, action: Callable[[DynsecAdmin], int]) -> int
     except psycopg.Error as exc:
         print(f"error: the database refused ({exc}); has 'nakhon migrate' run?", file=sys.stderr)
         return EXIT_UNREACHABLE
-
-
-@contextmanager
-def _admin(settings: Settings, password: str) -> Iterator[DynsecAdmin]:
-    with DynsecAdmin(MqttEndpoint.from_settings(settings.mqtt), password) as admin:
-        yield admin
 
 
 def _print_credentials(creds: Credentials, as_json: bool) -> None:

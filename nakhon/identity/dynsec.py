@@ -174,6 +174,11 @@ class DynsecAdmin:
         self._client.on_subscribe = self._on_subscribe
         self._client.on_message = self._on_message
 
+    @property
+    def endpoint(self) -> MqttEndpoint:
+        """The broker this admin connection is to."""
+        return self._endpoint
+
     def __enter__(self) -> DynsecAdmin:
         try:
             self._endpoint.connect(self._client)

@@ -66,6 +66,7 @@ class Publisher:
     def close(self) -> None:
         self._client.disconnect()
         self._client.loop_stop()
+        self._client.reinitialise()  # closes paho's wake-up socket pair now, not at a GC
 
 
 def senml(metric: str, value: float, t: float, unit: str | None = None) -> bytes:

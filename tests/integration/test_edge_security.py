@@ -112,6 +112,9 @@ class Probe:
     def close(self) -> None:
         self.client.disconnect()
         self.client.loop_stop()
+        # Close paho's wake-up socket pair now: left to a garbage collection of
+        # the client's reference cycle, the sockets may go first and warn.
+        self.client.reinitialise()
 
     def _wait(self, mid: int) -> Any:
         with self._cond:

@@ -210,3 +210,30 @@ def test_settings_read_several_env_files_the_later_winning(
     settings = load_settings()
     assert settings.mqtt.username == "gateway:local-2"
     assert settings.db.dsn.get_secret_value() == "postgresql://x"
+
+
+def test_a_citys_broker_file_overrides_the_mqtt_settings_for_that_city_only(
+    tmp_path: Path,
+) -> None:
+    from nakhon.config import MqttSettings
+
+    south = tmp_path / "broker-south.env"
+    update_env_file(
+        south,
+        {
+            "NAKHON_MQTT_HOST": "mqtt-south.example",
+            "NAKHON_MQTT_PORT": "8883",
+            "NAKHON_MQTT_ADMIN_PASSWORD": "south-admin",
+            "NAKHON_MQTT_TOPIC_FILTERS": '["city/phuket/#"]',
+            "NAKHON_DB_DSN": "postgresql://not-mqtt",
+        },
+    )
+    base = MqttSettings(host="mqtt-a", port=1883, city_brokers={"phuket": south})
+    phuket = base.for_city("phuket")
+    assert (phuket.host, phuket.port) == ("mqtt-south.example", 8883)
+    assert phuket.admin_password is not None
+    assert phuket.admin_password.get_secret_value() == "south-admin"
+    assert phuket.topic_filters == ["city/phuket/#"]
+    assert base.for_city("bangkok") is base
+    with pytest.raises(ValueError, match="no file"):
+        MqttSettings(city_brokers={"lampang": tmp_path / "absent.env"}).for_city("lampang")
