@@ -407,10 +407,23 @@ def test_no_service_gets_more_database_rights_than_its_job(services: dict[str, J
 
 
 def scrape_targets(config: Json) -> dict[str, list[str]]:
-    return {
-        job["job_name"]: [t for sc in job["static_configs"] for t in sc["targets"]]
-        for job in config["scrape_configs"]
-    }
+    """Each job's targets: ``host:port`` of its static targets and of its DNS names."""
+    targets: dict[str, list[str]] = {}
+    for job in config["scrape_configs"]:
+        found = [t for sc in job.get("static_configs", []) for t in sc["targets"]]
+        found += [f"{n}:{sd['port']}" for sd in job.get("dns_sd_configs", []) for n in sd["names"]]
+        targets[job["job_name"]] = found
+    return targets
+
+
+def test_compose_prometheus_finds_every_replica_of_a_scaled_stage() -> None:
+    """A/DNS discovery: Docker's DNS answers a service's name with every replica."""
+    config = yaml.safe_load((REPO / "deploy/prometheus/prometheus.yml").read_text())
+    jobs = {job["job_name"]: job for job in config["scrape_configs"]}
+    for stage in ("gateway", "processor"):
+        assert "static_configs" not in jobs[stage], f"{stage}: a static target reaches one replica"
+        [sd] = jobs[stage]["dns_sd_configs"]
+        assert sd["type"] == "A"
 
 
 def test_prometheus_scrapes_every_stage_in_compose_and_locally(services: dict[str, Json]) -> None:
