@@ -47,6 +47,10 @@ SELECT city,
  ORDER BY pm2_5_avg DESC;"""
 
 
+#: The most processors the local stack runs (nakhon.raw's partitions; make up).
+LOCAL_PROCESSORS_MAX = 6
+
+
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p = sub.add_parser(
         "simulate",
@@ -78,8 +82,12 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p.add_argument("--password", help="its password (default: NAKHON_SIMULATOR_PASSWORD)")
     p.add_argument(
         "--metrics-url",
+        action="append",
         default=None,
-        help="processor /metrics to read rejections from (default: the local processor)",
+        help=(
+            "a processor's /metrics to read rejections from; repeat for each processor "
+            "(default: the local stack's, NAKHON_PROCESSORS of them)"
+        ),
     )
     p.set_defaults(func=run_simulate)
 
@@ -88,7 +96,12 @@ def run_simulate(args: argparse.Namespace) -> int:
     settings = load_settings()
     configure_logging(settings.log_level)
     fleet = build_fleet(args.sensors)
-    metrics_url = args.metrics_url or f"http://127.0.0.1:{settings.processor.metrics_port}/metrics"
+    # The local stack's processor i serves /metrics on the first's port + 10*(i-1)
+    # (nakhon/local_stack.env); those not running are skipped.
+    metrics_url = args.metrics_url or [
+        f"http://127.0.0.1:{settings.processor.metrics_port + 10 * i}/metrics"
+        for i in range(LOCAL_PROCESSORS_MAX)
+    ]
     # Only reads rows: as the reader, like the API.
     try:
         dsn = settings.db.service_dsn("api")
@@ -162,7 +175,7 @@ def _publish(
     args: argparse.Namespace,
     dsn: str,
     started: datetime,
-    metrics_url: str,
+    metrics_url: list[str],
     rejected_before: float | None,
 ) -> int:
     """Publish until the duration is over; return the readings published."""
@@ -199,7 +212,7 @@ def _progress(
     readings: int,
     dsn: str,
     started: datetime,
-    metrics_url: str,
+    metrics_url: list[str],
     rejected_before: float | None,
     t0: float,
     args: argparse.Namespace,
@@ -233,22 +246,29 @@ def _stored(dsn: str, since: datetime) -> int:
     return int(row[0]) if row else 0
 
 
-def _rejections(metrics_url: str) -> float | None:
-    """The processor's total of rejected payloads and values, or None if unreachable."""
-    try:
-        with urllib.request.urlopen(metrics_url, timeout=1) as resp:  # noqa: S310  (operator's URL)
-            text = resp.read().decode()
-    except OSError:
-        return None
-    return sum(
-        float(line.rsplit(" ", 1)[1])
-        for line in text.splitlines()
-        if line.startswith("nakhon_processor_rejections_total{")
-    )
+def _rejections(metrics_urls: list[str]) -> float | None:
+    """The processors' total of rejected payloads and values, or None if none answers."""
+    total: float | None = None
+    for url in metrics_urls:
+        try:
+            with urllib.request.urlopen(url, timeout=1) as resp:  # noqa: S310  (operator's URL)
+                text = resp.read().decode()
+        except OSError:
+            continue
+        total = (total or 0.0) + sum(
+            float(line.rsplit(" ", 1)[1])
+            for line in text.splitlines()
+            if line.startswith("nakhon_processor_rejections_total{")
+        )
+    return total
 
 
 def _summary(
-    dsn: str, started: datetime, published: int, metrics_url: str, rejected_before: float | None
+    dsn: str,
+    started: datetime,
+    published: int,
+    metrics_url: list[str],
+    rejected_before: float | None,
 ) -> None:
     deadline = time.monotonic() + 20
     while _stored(dsn, started) < published and time.monotonic() < deadline:
