@@ -203,6 +203,33 @@ async def fetch_sensors(conn: Conn, sensor_ids: Iterable[str]) -> list[tuple[Any
         return await cur.fetchall()
 
 
+_CITY_SENSORS = (
+    "SELECT s.sensor_id, s.city, s.kind, s.name, s.lat, s.lon FROM sensors s"
+    " WHERE s.city = %(city)s AND s.sensor_id IN ("
+    "  SELECT DISTINCT sensor_id FROM {source}"
+    "  WHERE city = %(city)s AND metric = ANY(%(metrics)s)"
+    "  AND {time} >= %(start)s AND {time} < %(end)s)"
+    " ORDER BY s.sensor_id"
+)
+
+
+async def fetch_city_sensors(conn: Conn, req: ExportRequest) -> list[tuple[Any, ...]]:
+    """The sensors of the export (with readings of its metrics in its range, read from the
+    table or rollup its rows come from) that the registry places in its city.
+
+    ``GET /v1/export/sensors.csv`` serves these without streaming the rows first;
+    the city filter keeps a sensor moved to another city out of this city's file.
+    """
+    time_column = "time" if req.source == "readings" else "bucket"
+    query = sql.SQL(_CITY_SENSORS).format(
+        source=sql.Identifier(req.source), time=sql.Identifier(time_column)
+    )
+    params = {"city": req.city, "metrics": list(req.metrics), "start": req.start, "end": req.end}
+    async with conn.cursor() as cur:
+        await cur.execute(query, params)
+        return await cur.fetchall()
+
+
 _INTERVAL = re.compile(r"^([1-9][0-9]{0,5})(s|m|h|d|w)$")
 _UNIT_SECONDS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
 
@@ -343,7 +370,7 @@ def data_package(
         sensors_path,
         _schema(SENSOR_FIELDS, ["sensor_id"], dict.fromkeys(("lat", "lon"), "degrees (WGS 84)")),
     )
-    bucket = f", per sensor and {_duration(req.bucket)} bucket" if req.bucket else ""
+    bucket = f", per sensor and {format_bucket(req.bucket)} bucket" if req.bucket else ""
     title, url = LICENCES.get(licence, (licence, ""))
     licence_entry = {"name": licence, "title": title} | ({"path": url} if url else {})
     return {
@@ -365,7 +392,8 @@ def data_package(
     }
 
 
-def _duration(width: timedelta | None) -> str:
+def format_bucket(width: timedelta | None) -> str:
+    """A bucket width as ``2w``, ``1d``, ``1h``, ``5m`` or ``30s`` (:func:`parse_bucket`)."""
     seconds = int(width.total_seconds()) if width else 0
     for unit, size in (("w", 604800), ("d", 86400), ("h", 3600), ("m", 60)):
         if seconds and seconds % size == 0:

@@ -11,6 +11,7 @@ import csv
 import io
 import json
 import os
+import re
 import subprocess
 import sys
 import uuid
@@ -287,3 +288,117 @@ def test_api_streams_the_same_csv_and_checks_the_key(
     hourly = get(own, bucket="1h")
     assert hourly.status_code == 200
     assert hourly.text.splitlines()[0].startswith("bucket_start,")
+
+
+def test_api_serves_the_datapackage_and_sensors_and_its_urls_fetch(
+    stack: Stack, seeded: tuple[str, datetime, datetime], base_url: str, tmp_path: Path
+) -> None:
+    city, start, end = seeded
+    out = tmp_path / "readings.csv"
+    assert run_export(*export_args(city, start, end, out), "--licence", "CC0-1.0").returncode == 0
+    cli_package = json.loads((tmp_path / "datapackage.json").read_text(encoding="utf-8"))
+    params: dict[str, Any] = {
+        "city": city,
+        "metric": list(METRICS_EXPORTED),
+        "start": start.isoformat(),
+        "end": end.isoformat(),
+        "licence": "CC0-1.0",
+    }
+    key = provision_key(stack.dsn, "tests: export package", cities=[city])
+    with httpx.Client(base_url=base_url, timeout=30, headers={"X-API-Key": key}) as client:
+        answer = client.get("/v1/export/datapackage.json", params=params)
+        assert answer.status_code == 200, answer.text
+        assert answer.headers["content-type"].startswith("application/json")
+        package = answer.json()
+        # Structurally a Tabular Data Package, and the CLI's one but for paths and times.
+        assert package["profile"] == "tabular-data-package"
+        assert re.fullmatch(r"[a-z0-9._-]+", package["name"])
+        for key_name in ("title", "description", "licenses", "sources", "created", "keywords"):
+            assert package[key_name], key_name
+        assert package["licenses"][0] == cli_package["licenses"][0]
+        assert package["temporal"] == cli_package["temporal"]
+        assert (package["title"], package["description"]) == (
+            cli_package["title"],
+            cli_package["description"],
+        )
+        readings, sensors = package["resources"]
+        cli_readings, cli_sensors = cli_package["resources"]
+        for resource, cli_resource in ((readings, cli_readings), (sensors, cli_sensors)):
+            assert resource["profile"] == "tabular-data-resource"
+            assert resource["schema"] == cli_resource["schema"]
+            assert (resource["format"], resource["mediatype"]) == ("csv", "text/csv")
+            assert resource["path"].startswith(base_url + "/v1/export")
+        fields = {f["name"]: f for f in readings["schema"]["fields"]}
+        assert fields["value"]["units"] == {"pm2_5": "µg/m³", "temperature": "°C"}
+        assert fields["time"]["type"] == "datetime"
+        sensor_fields = {f["name"]: f for f in sensors["schema"]["fields"]}
+        assert sensor_fields["lat"]["units"] == sensor_fields["lon"]["units"] == "degrees (WGS 84)"
+
+        # Its resources' URLs fetch, with the same key: the CLI's bytes.
+        got = client.get(readings["path"])
+        assert got.status_code == 200, got.text
+        assert got.content == out.read_bytes()
+        got_sensors = client.get(sensors["path"])
+        assert got_sensors.status_code == 200, got_sensors.text
+        assert got_sensors.headers["content-type"].startswith("text/csv")
+        assert got_sensors.content == (tmp_path / "sensors.csv").read_bytes()
+        header, *rows = read_csv(got_sensors.text)
+        assert header == [f["name"] for f in sensors["schema"]["fields"]]
+        assert [(r[0], float(r[4]), float(r[5])) for r in rows] == [
+            (f"{city}-0", 13.7563, 100.5018),
+            (f"{city}-1", 13.76, 100.505),
+            (f"{city}-2", 18.7883, 98.9853),
+        ]
+
+        hourly = client.get("/v1/export/datapackage.json", params={**params, "bucket": "1h"})
+        assert hourly.status_code == 200, hourly.text
+        hourly_readings = hourly.json()["resources"][0]
+        assert "bucket=1h" in hourly_readings["path"]
+        assert client.get(hourly_readings["path"]).text.startswith("bucket_start,")
+        assert (
+            client.get("/v1/export/datapackage.json", params={**params, "licence": "x"}).json()[
+                "error"
+            ]["code"]
+            == "invalid_parameter"
+        )
+
+
+def test_api_export_metadata_checks_the_key_as_the_export_does(
+    stack: Stack, seeded: tuple[str, datetime, datetime], base_url: str
+) -> None:
+    city, start, end = seeded
+    params: dict[str, Any] = {
+        "city": city,
+        "metric": list(METRICS_EXPORTED),
+        "start": start.isoformat(),
+        "end": end.isoformat(),
+    }
+    paths = ("/v1/export", "/v1/export/datapackage.json", "/v1/export/sensors.csv")
+
+    def get(path: str, key: str, **changes: Any) -> httpx.Response:
+        with httpx.Client(base_url=base_url, timeout=30, headers={"X-API-Key": key}) as client:
+            return client.get(path, params={**params, **changes})
+
+    # A key of another city: the same 404 as /v1/export, for each, never the sensors.
+    other_city = provision_key(stack.dsn, "tests: export, other city", cities=["bangkok"])
+    answers = [get(path, other_city) for path in paths]
+    assert [a.status_code for a in answers] == [404, 404, 404]
+    assert answers[1].json() == answers[0].json() == answers[2].json()
+    assert city + "-0" not in answers[2].text
+    # A key without the readings scope: 403 for each.
+    aqi_only = provision_key(stack.dsn, "tests: export, aqi", cities=[city], scopes=["aqi"])
+    assert [get(path, aqi_only).status_code for path in paths] == [403, 403, 403]
+    # The sensors' places also need the sensors scope (as /v1/sensors does).
+    readings_only = provision_key(
+        stack.dsn, "tests: export, readings", cities=[city], scopes=["readings"]
+    )
+    assert [get(path, readings_only).status_code for path in paths] == [200, 200, 403]
+    assert "sensors" in get(paths[2], readings_only).json()["error"]["message"]
+    # The range limit and parameter checks are the export's.
+    own = provision_key(stack.dsn, "tests: export, own", cities=[city])
+    too_long = (end - timedelta(days=31)).isoformat()
+    for path in paths:
+        answer = get(path, own, start=too_long)
+        assert answer.status_code == 400
+        assert answer.json()["error"]["code"] == "range_too_long"
+        assert get(path, own, metric="PM 2.5").status_code == 400

@@ -17,6 +17,7 @@ from nakhon.storage.export import (
     ExportRequest,
     build_query,
     data_package,
+    format_bucket,
     format_time,
     package_name,
     parse_bucket,
@@ -127,3 +128,9 @@ def test_data_package_describes_both_resources() -> None:
     assert sensors["path"] == "sensors.csv" and sensors["schema"]["primaryKey"] == ["sensor_id"]
     unknown = data_package(req, path="a.csv", sensors_path="s.csv", licence="Thai-OGL")
     assert unknown["licenses"] == [{"name": "Thai-OGL", "title": "Thai-OGL"}]
+
+
+def test_a_bucket_width_formats_as_parse_bucket_reads_it() -> None:
+    for text in ("2w", "1d", "1h", "5m", "30s", "90s"):
+        assert parse_bucket(format_bucket(parse_bucket(text))) == parse_bucket(text)
+    assert format_bucket(parse_bucket("60m")) == "1h"
