@@ -7,7 +7,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STACK := deploy/local/stack.sh
 
-.PHONY: help venv lock up down status test unit integration lint format demo simulate bench chaos clean compose-env
+.PHONY: help venv lock up down status test unit integration lint format demo simulate bench bench-scaling chaos clean compose-env
 
 help: ## Show this help
 	@awk 'BEGIN {FS = ":.*## "} /^[a-z-]+:.*## / {printf "  \033[1mmake %-12s\033[0m %s\n", $$1, $$2}' $(MAKEFILE_LIST)
@@ -68,6 +68,9 @@ simulate: up ## Run the simulated fleet until Ctrl-C
 
 bench: up ## Measure end-to-end readings/s and latency against the raw ceilings
 	@$(PY) -m tools.bench --json bench-results/bench.json
+
+bench-scaling: up ## Throughput and CPU with 1-2 gateways and 1-3 processors (SCALING_ARGS=...)
+	@$(PY) -m tools.bench.scaling --json bench-results/scaling.json $(SCALING_ARGS)
 
 chaos: up ## Hurt one component mid-stream at a time; count what was stored (CHAOS_ARGS=--readings 5000)
 	@$(PY) -m tools.chaos --json bench-results/chaos.json $(CHAOS_ARGS)

@@ -53,6 +53,8 @@ log = logging.getLogger("tools.bench")
 STACK_RUN = Path(os.environ.get("NAKHON_STATE_DIR", REPO / ".nakhon")) / "run"
 #: The stack's services whose CPU is measured beside the bench's gateway and processor.
 STACK_COMPONENTS = ("kafka", "mosquitto", "postgres")
+#: The pid files of a three-broker cluster's nodes (NAKHON_KAFKA_BROKERS=3 make up).
+KAFKA_CLUSTER_NODES = ("kafka-1", "kafka-2", "kafka-3")
 #: How long the idle floor of each component's CPU is measured, nothing published.
 IDLE_SECONDS = 3.0
 
@@ -280,8 +282,8 @@ def _meter(gateway: Service, processor: Service) -> CpuMeter:
     """The bench's gateway and processor, and the stack's services ``make up`` started."""
     assert gateway.proc is not None and processor.proc is not None
     components = {"gateway": gateway.proc.pid, "processor": processor.proc.pid}
-    stack = stack_pids(STACK_RUN, STACK_COMPONENTS)
+    stack = stack_pids(STACK_RUN, (*STACK_COMPONENTS, *KAFKA_CLUSTER_NODES))
     for name in STACK_COMPONENTS:
-        if name not in stack:
+        if name not in stack and not (name == "kafka" and set(KAFKA_CLUSTER_NODES) & set(stack)):
             print(f"  (no {name} pid in {STACK_RUN}: its CPU is not measured)", file=sys.stderr)
     return CpuMeter(components | stack)
