@@ -952,8 +952,8 @@ class IsolatedKafkaCluster:
             bootstrap_servers=",".join(n.address for n in self.nodes if n.running),
             request_timeout_ms=5000,
         )
-        await client.bootstrap()
         try:
+            await client.bootstrap()
             client.add_topic(topic)
             await client.force_metadata_update()
             leader = client.cluster.leader_for_partition(TopicPartition(topic, partition))
