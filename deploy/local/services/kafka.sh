@@ -180,7 +180,7 @@ kafka_start() {
     "NAKHON_KAFKA_REPLICATION_FACTOR=$KAFKA_REPLICATION_FACTOR exceeds NAKHON_KAFKA_BROKERS=$KAFKA_BROKERS: a topic cannot have more copies than brokers"
   kafka_tls
   # The other layout gives way (its data stays).
-  local other=$(( KAFKA_BROKERS == 1 ? 3 : 1 )) i name dir restart=0 port
+  local other=$(( KAFKA_BROKERS == 1 ? 3 : 1 )) i name dir changed=0 port starting=()
   if kafka_layout_alive "$other"; then
     say "switching Kafka from $other node(s) to $KAFKA_BROKERS: stopping the other (its data is kept)"
     kafka_stop_layout "$other"
@@ -188,25 +188,27 @@ kafka_start() {
   for i in $(kafka_nodes); do
     dir="$(kafka_node_dir "$i")"
     kafka_write_config "$dir/server.properties.next" "$i"
-    if ! cmp -s "$dir/server.properties.next" "$dir/server.properties"; then restart=1; fi
-    pid_alive "$(kafka_node_name "$i")" || restart=1
+    if ! cmp -s "$dir/server.properties.next" "$dir/server.properties"; then changed=1; fi
   done
-  if (( ! restart )); then
+  if (( changed )) && kafka_layout_alive "$KAFKA_BROKERS"; then
+    # A changed configuration (an older checkout's, say): the services
+    # reconnect by themselves once it is back.
+    say "Kafka's configuration changed: restarting Kafka"
+    kafka_stop_layout "$KAFKA_BROKERS"
+  fi
+  # The nodes not running: all of them, or one that died or was killed (the
+  # others go on serving; it catches up with them when it is back).
+  for i in $(kafka_nodes); do
+    pid_alive "$(kafka_node_name "$i")" || starting+=("$i")
+  done
+  if (( ${#starting[@]} == 0 )); then
     for i in $(kafka_nodes); do rm -f "$(kafka_node_dir "$i")/server.properties.next"; done
     kafka_publish_bootstrap
     kafka_scram_user
     return 0
   fi
-  for i in $(kafka_nodes); do
-    if pid_alive "$(kafka_node_name "$i")"; then
-      # A changed configuration (an older checkout's, say): the services
-      # reconnect by themselves once it is back.
-      say "Kafka's configuration changed: restarting Kafka"
-      kafka_stop_layout "$KAFKA_BROKERS"
-      break
-    fi
-  done
-  for i in $(kafka_nodes); do
+  (( ${#starting[@]} == KAFKA_BROKERS )) || say "starting Kafka node(s) ${starting[*]} of $KAFKA_BROKERS"
+  for i in "${starting[@]}"; do
     for port in $((KAFKA_PORT + i - 1)) $((KAFKA_SCRAM_PORT + i - 1)) $((KAFKA_CONTROLLER_PORT + i - 1)); do
       if port_open "$port"; then
         die "start kafka" "" "port $port is taken by a process Nakhon did not start; stop it or point NAKHON_KAFKA_BOOTSTRAP_SERVERS at your own Kafka"
@@ -219,6 +221,7 @@ kafka_start() {
   for i in $(kafka_nodes); do
     dir="$(kafka_node_dir "$i")"
     mv "$dir/server.properties.next" "$dir/server.properties"
+    [[ " ${starting[*]} " == *" $i "* ]] || continue
     if [[ ! -f "$dir/data/meta.properties" ]]; then
       [[ -s "$id_file" ]] || kafka_tool kafka.tools.StorageTool random-uuid > "$id_file"
       say "formatting Kafka's KRaft storage (node $i of $KAFKA_BROKERS)"
@@ -228,13 +231,13 @@ kafka_start() {
     fi
   done
   # Every node at once: a cluster's controllers need a quorum to elect a leader.
-  for i in $(kafka_nodes); do
+  for i in "${starting[@]}"; do
     name="$(kafka_node_name "$i")"
     setsid "${KAFKA_JAVA[@]}" kafka.Kafka "$(kafka_node_dir "$i")/server.properties" \
       >>"$LOGS/$name.log" 2>&1 < /dev/null &
     echo $! > "$RUN/$name.pid"
   done
-  for i in $(kafka_nodes); do
+  for i in "${starting[@]}"; do
     name="$(kafka_node_name "$i")"
     wait_ready "$name" 120 "$LOGS/$name.log" port_open $((KAFKA_PORT + i - 1))
     wait_ready "$name" 120 "$LOGS/$name.log" port_open $((KAFKA_SCRAM_PORT + i - 1))
