@@ -17,6 +17,7 @@ relies on:
 
 from __future__ import annotations
 
+import asyncio
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
@@ -28,6 +29,11 @@ from nakhon.storage.rollups import ApacheRollupRefresher
 #: The rollup views and their bucket widths, finest first (the hourly one is
 #: built from the minutes on Apache, so its refresh must come second).
 _VIEWS = (("readings_1m", timedelta(minutes=1)), ("readings_1h", timedelta(hours=1)))
+
+
+#: Apache: tries of the refresh while another one (a maintainer's) holds its lock.
+_LOCK_ATTEMPTS = 30
+_LOCK_WAIT_S = 0.5
 
 
 @dataclass(frozen=True, slots=True)
@@ -60,10 +66,17 @@ async def refresh_rollups(dsn: str, first: datetime, last: datetime) -> RangeRef
                     (view, _floor(first, width), _floor(last, width) + width),
                 )
             return RangeRefresh(edition, first, last, "continuous aggregates refreshed")
-        report = await ApacheRollupRefresher(conn).refresh()
+        refresher = ApacheRollupRefresher(conn)
+        report = await refresher.refresh()
+        for _ in range(_LOCK_ATTEMPTS - 1):
+            if not report.skipped:
+                break
+            # `nakhon maintain` is refreshing: its passes take seconds; wait for it.
+            await asyncio.sleep(_LOCK_WAIT_S)
+            report = await refresher.refresh()
         if report.skipped:
             detail = (
-                "a maintainer's refresh was running; the changed minutes are logged and "
+                "a maintainer's refresh held the lock for 15 s; the changed minutes are logged and "
                 "`nakhon maintain` re-aggregates them on its next pass"
             )
         else:

@@ -197,11 +197,12 @@ async def test_a_raw_replay_touches_only_its_time_range_and_topic_filter(
         stream(ns.topic("khon_kaen", inside, "senml"), start, 20.0)
         + stream(ns.topic("khon_kaen", beside, "senml"), start, 30.0)
     )
-    # Acknowledged by the gateway only once Kafka has them: stamped before now.
+    # Mosquitto's PUBACK does not wait for the gateway: settled (stored) means in
+    # Kafka, so the range ends after them and their two markers.
+    await settle(ns, publisher, [ns.topic("khon_kaen", s, "senml") for s in (inside, beside)])
     until = datetime.now(UTC)
     publisher.publish_all(stream(ns.topic("khon_kaen", after, "senml"), start, 40.0))
-    topics = [ns.topic("khon_kaen", s, "senml") for s in (inside, beside, after)]
-    await settle(ns, publisher, topics)
+    await settle(ns, publisher, [ns.topic("khon_kaen", after, "senml")])
     assert [count_rows(s, "pm2_5") for s in (inside, beside, after)] == [READINGS] * 3
     # Lose the rows (a decoder that read them wrong, say), then replay the range.
     with psycopg.connect(owner_dsn()) as conn:
@@ -209,10 +210,10 @@ async def test_a_raw_replay_touches_only_its_time_range_and_topic_filter(
 
     window = ["--since", since.isoformat(), "--until", until.isoformat()]
     dry = nakhon(ns, "replay", "raw", *window, "--dry-run")
-    assert f"dry run: would send {2 * READINGS} to {ns.raw_topic}" in dry.stdout
+    assert f"dry run: would send {2 * READINGS + 2} to {ns.raw_topic}" in dry.stdout
     only = f"{ns.root}/+/{inside}/#"
     done = nakhon(ns, "replay", "raw", *window, "--topic", only)
-    assert f"sent {READINGS} to {ns.raw_topic}" in done.stdout
+    assert f"sent {READINGS + 1} to {ns.raw_topic}" in done.stdout
     await wait_for(lambda: count_rows(inside, "pm2_5") == READINGS, 60, "the range replayed")
     await wait_for(ns.caught_up, 30, "the replayed records processed")
     assert readings(inside) == [(start + timedelta(minutes=i), 20.0 + i) for i in range(READINGS)]
