@@ -27,7 +27,7 @@ import json
 import os
 import sys
 from collections.abc import Mapping
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field, replace
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -56,6 +56,8 @@ class ScalingRow:
     messages_per_s: float
     #: CPU µs per message: gateway(s), processor(s), kafka, mosquitto, postgres, total.
     cpu_us_per_message: dict[str, float]
+    #: Every repeat's rate (the row's figures are the fastest one's).
+    runs_readings_per_s: list[float] = field(default_factory=list)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -72,6 +74,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--processors", default="1,3", help="processor counts to try (default 1,3)")
     p.add_argument(
         "--messages", type=int, default=40_000, help="messages (5 readings each) per run"
+    )
+    p.add_argument(
+        "--repeat",
+        type=int,
+        default=2,
+        help="runs per combination; the fastest is reported (default 2)",
     )
     p.add_argument(
         "--json",
@@ -95,7 +103,7 @@ def main(argv: list[str] | None = None) -> int:
     if any(n < 1 for n in gateways) or any(not 1 <= n <= PARTITIONS for n in processors):
         print(f"error: 1 or more gateways, 1 to {PARTITIONS} processors", file=sys.stderr)
         return 2
-    rows = asyncio.run(_run_all(settings, gateways, processors, args.messages))
+    rows = asyncio.run(_run_all(settings, gateways, processors, args.messages, args.repeat))
     args.json.parent.mkdir(parents=True, exist_ok=True)
     report = {
         "when": datetime.now(UTC).isoformat(timespec="seconds"),
@@ -110,7 +118,7 @@ def main(argv: list[str] | None = None) -> int:
 
 
 async def _run_all(
-    settings: Settings, gateways: list[int], processors: list[int], messages: int
+    settings: Settings, gateways: list[int], processors: list[int], messages: int, repeat: int
 ) -> list[ScalingRow]:
     brokers = await _kafka_brokers(settings)
     if brokers < 3:
@@ -119,13 +127,26 @@ async def _run_all(
             file=sys.stderr,
         )
     rows = []
-    for g in gateways:
-        for p in processors:
-            print(
-                f"  {g} gateway(s), {p} processor(s), {brokers} Kafka broker(s) ...",
-                file=sys.stderr,
-            )
-            rows.append(await _run_one(settings, brokers, g, p, messages))
+    used: list[PipelineNamespace] = []
+    try:
+        for g in gateways:
+            for p in processors:
+                print(
+                    f"  {g} gateway(s), {p} processor(s), {brokers} Kafka broker(s) ...",
+                    file=sys.stderr,
+                )
+                # The least disturbed of the repeats (an autovacuum, a JIT warming
+                # up): the one that went fastest; every run's rate is kept.
+                runs = [
+                    await _run_one(settings, brokers, g, p, messages, used) for _ in range(repeat)
+                ]
+                best = max(runs, key=lambda r: r.readings_per_s)
+                rows.append(replace(best, runs_readings_per_s=[r.readings_per_s for r in runs]))
+    finally:
+        # At the end, not between runs: the autovacuum after a large DELETE would
+        # land in the next run's PostgreSQL figures.
+        for ns in used:
+            cleanup(ns, settings.db.dsn.get_secret_value())
     return rows
 
 
@@ -140,7 +161,12 @@ async def _kafka_brokers(settings: Settings) -> int:
 
 
 async def _run_one(
-    settings: Settings, brokers: int, gateways: int, processors: int, messages: int
+    settings: Settings,
+    brokers: int,
+    gateways: int,
+    processors: int,
+    messages: int,
+    used: list[PipelineNamespace],
 ) -> ScalingRow:
     replicated = brokers >= 3
     ns = PipelineNamespace(
@@ -154,6 +180,7 @@ async def _run_one(
     if gateways > 1:
         ns.share_group = ns.name
     await ns.prepare()
+    used.append(ns)
     try:
         gws = [ns.gateway(login=i) for i in range(gateways)]
         procs = [ns.processor() for _ in range(processors)]
@@ -165,7 +192,6 @@ async def _run_one(
         result = await run_phase(ns, "t", messages, None, meter=meter)
     finally:
         ns.stop_all()
-        cleanup(ns, settings.db.dsn.get_secret_value())
     assert result.cpu is not None
     return ScalingRow(
         gateways=gateways,
@@ -203,7 +229,8 @@ def format_table(rows: list[ScalingRow]) -> str:
     head = f"{'gateways':>8} {'processors':>10} {'brokers':>7} {'readings/s':>11} {'msg/s':>7}"
     head += "".join(f" {k[:9]:>9}" for k in kinds)
     lines = [
-        "Throughput flat out and CPU µs per message (instances of a kind summed)",
+        "Throughput flat out (the fastest of the repeats) and CPU µs per message"
+        " (instances of a kind summed)",
         head,
     ]
     for r in rows:
