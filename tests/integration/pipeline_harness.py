@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import asyncio
 import json
-from collections.abc import Iterable
+import subprocess
+import sys
+from collections.abc import Iterable, Mapping
 
 import paho.mqtt.client as mqtt
 import psycopg
@@ -13,7 +15,7 @@ from paho.mqtt.enums import CallbackAPIVersion
 from nakhon.config import load_settings
 from nakhon.identity.provision import Credentials
 from nakhon.local_stack import LOCAL_STACK
-from tools.sandbox import PipelineNamespace, wait_for, wait_until
+from tools.sandbox import REPO, PipelineNamespace, wait_for, wait_until
 
 __all__ = [
     "MARKER_METRIC",
@@ -21,6 +23,7 @@ __all__ = [
     "Publisher",
     "count_rows",
     "owner_dsn",
+    "run_nakhon",
     "senml",
     "settle",
     "wait_for",
@@ -34,6 +37,24 @@ _MARKERS = {
     "senml": json.dumps([{"n": "pm10", "v": 1.0, "t": _MARKER_TIME}]).encode(),
     "json": json.dumps({"ts": _MARKER_TIME, "pm10": 1.0}).encode(),
 }
+
+
+def run_nakhon(
+    *args: str, env: Mapping[str, str] | None = None, timeout_s: float = 120
+) -> subprocess.CompletedProcess[str]:
+    """``nakhon <args>`` from the checkout, as an operator runs it, its output captured.
+
+    ``env`` is the command's whole environment (default: the test's own).
+    """
+    return subprocess.run(
+        [sys.executable, "-m", "nakhon.cli", *args],
+        env=None if env is None else dict(env),
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=timeout_s,
+        check=False,
+    )
 
 
 def owner_dsn() -> str:

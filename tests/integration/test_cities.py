@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import os
 import subprocess
-import sys
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -14,7 +13,8 @@ import psycopg
 import pytest
 
 from nakhon.storage.writer import ReadingWriter
-from tests.integration.conftest import REPO, Stack
+from tests.integration.conftest import Stack
+from tests.integration.pipeline_harness import run_nakhon
 
 Row = tuple[object, ...]
 
@@ -31,15 +31,7 @@ def prefix(stack: Stack) -> Iterator[str]:
 def nakhon(stack: Stack, *args: str) -> subprocess.CompletedProcess[str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("NAKHON_")}
     env["NAKHON_DB_DSN"] = stack.dsn
-    return subprocess.run(
-        [sys.executable, "-m", "nakhon.cli", "cities", *args],
-        env=env,
-        cwd=REPO,
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-    )
+    return run_nakhon("cities", *args, env=env, timeout_s=60)
 
 
 def rows(stack: Stack, prefix: str) -> list[Row]:

@@ -15,7 +15,6 @@ import asyncio
 import json
 import os
 import subprocess
-import sys
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
@@ -28,12 +27,12 @@ from tests.integration.pipeline_harness import (
     PipelineNamespace,
     Publisher,
     count_rows,
+    run_nakhon,
     senml,
     settle,
 )
 from tests.integration.test_edge_security import Probe
 from tools.private_broker import PrivateBroker
-from tools.sandbox import REPO
 
 BASE_TIME = 1_795_100_000
 READINGS = 300
@@ -69,14 +68,7 @@ async def namespaces(broker_b: PrivateBroker) -> AsyncIterator[tuple[PipelineNam
 
 def nakhon(env_extra: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
     env = {k: v for k, v in os.environ.items() if k != "NAKHON_MQTT_CITY_BROKERS"} | env_extra
-    return subprocess.run(
-        [sys.executable, "-m", "nakhon.cli", *args],
-        capture_output=True,
-        text=True,
-        env=env,
-        cwd=REPO,
-        check=False,
-    )
+    return run_nakhon(*args, env=env)
 
 
 def _add_device(env: dict[str, str], sensor: str, city: str, root: str) -> Credentials:

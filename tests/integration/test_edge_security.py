@@ -12,7 +12,6 @@ import json
 import socket
 import ssl
 import subprocess
-import sys
 import threading
 import time
 from collections.abc import AsyncIterator, Callable, Iterator
@@ -31,12 +30,13 @@ from paho.mqtt.reasoncodes import ReasonCode
 
 from nakhon.local_stack import LOCAL_STACK
 from nakhon.mqtt_connection import MqttEndpoint
-from tests.integration.conftest import REPO, Stack
+from tests.integration.conftest import Stack
 from tests.integration.pipeline_harness import (
     PipelineNamespace,
     Publisher,
     count_rows,
     owner_dsn,
+    run_nakhon,
     senml,
     wait_until,
 )
@@ -48,14 +48,7 @@ OTHER_CITY = "phuket"
 
 
 def nakhon(*args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "nakhon.cli", *args],
-        cwd=REPO,
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-    )
+    return run_nakhon(*args, timeout_s=60)
 
 
 @dataclass

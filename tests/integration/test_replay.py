@@ -28,6 +28,7 @@ from tests.integration.pipeline_harness import (
     Publisher,
     count_rows,
     owner_dsn,
+    run_nakhon,
     senml,
     settle,
     wait_for,
@@ -68,15 +69,7 @@ def register(*sensor_ids: str) -> None:
 
 def nakhon(ns: PipelineNamespace, *args: str) -> subprocess.CompletedProcess[str]:
     """``nakhon <args>`` on the namespace's topics; fails the test on a non-zero exit."""
-    done = subprocess.run(
-        [sys.executable, "-m", "nakhon.cli", *args],
-        env=ns.env(),
-        cwd=REPO,
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=False,
-    )
+    done = run_nakhon(*args, env=ns.env())
     assert done.returncode == 0, done.stderr
     return done
 

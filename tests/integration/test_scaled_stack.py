@@ -16,7 +16,6 @@ import csv
 import os
 import signal
 import subprocess
-import sys
 import urllib.request
 import uuid
 from collections.abc import Iterator
@@ -29,7 +28,7 @@ from nakhon.env_file import read_env_file
 from nakhon.identity.provision import Credentials
 from nakhon.local_stack import LOCAL_STACK
 from tests.integration.conftest import REPO, Stack
-from tests.integration.pipeline_harness import Publisher, owner_dsn, senml, wait_for
+from tests.integration.pipeline_harness import Publisher, owner_dsn, run_nakhon, senml, wait_for
 
 STATE = Path(os.environ.get("NAKHON_STATE_DIR", REPO / ".nakhon"))
 SCALE = read_env_file(STATE / "scale.env") if (STATE / "scale.env").is_file() else {}
@@ -67,13 +66,7 @@ def processor_ports() -> list[int]:
 
 
 def nakhon(*args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "nakhon.cli", *args],
-        capture_output=True,
-        text=True,
-        cwd=REPO,
-        check=False,
-    )
+    return run_nakhon(*args)
 
 
 @pytest.fixture

@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import os
 import subprocess
-import sys
 import uuid
 from collections.abc import Iterator
 from datetime import UTC, datetime
@@ -22,8 +21,8 @@ from nakhon.storage.sensor_registry import (
     parse_csv,
     parse_geojson,
 )
-from tests.integration.conftest import REPO, Stack
-from tests.integration.pipeline_harness import owner_dsn
+from tests.integration.conftest import Stack
+from tests.integration.pipeline_harness import owner_dsn, run_nakhon
 
 Row = tuple[object, ...]
 
@@ -195,15 +194,7 @@ def test_a_large_registry_is_one_copy_with_progress(
 def nakhon(*args: str) -> subprocess.CompletedProcess[str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("NAKHON_")}
     env["NAKHON_DB_DSN"] = owner_dsn()
-    return subprocess.run(
-        [sys.executable, "-m", "nakhon.cli", *args],
-        env=env,
-        cwd=REPO,
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-    )
+    return run_nakhon(*args, env=env, timeout_s=60)
 
 
 def test_cli_exit_codes(conn: psycopg.Connection[Row], prefix: str, tmp_path: Path) -> None:
