@@ -19,7 +19,9 @@ class ErrorBody(BaseModel):
 
 class City(BaseModel):
     city: str
+    #: Registered sensors and vehicles.
     sensors: int
+    #: The time of the city's newest stored reading (of its sensors, not vehicles).
     last_reading: datetime | None
 
 

@@ -25,6 +25,7 @@ from pydantic import SecretStr
 from nakhon.api.app import create_app
 from nakhon.api.key_store import create_api_key
 from nakhon.api.keys import SCOPES
+from nakhon.api.queries.sensors import _CITIES
 from nakhon.config import ApiSettings, DbSettings, Settings
 from nakhon.domain.aqi import Concentrations, thai_aqi, us_aqi
 from nakhon.storage.migrate import migrate, timescaledb_edition
@@ -111,11 +112,16 @@ def seed_sensors(dsn: str, city: str, sensors: list[tuple[str, str, float, float
 
 
 def seed_readings(dsn: str, rows: list[tuple[datetime, str, str, float, str]]) -> None:
+    """Readings rows, and their sensors' ``last_seen`` moved forward as the writer does."""
     with psycopg.connect(dsn) as conn, conn.cursor() as cur:
         cur.executemany(
             "INSERT INTO readings (time, sensor_id, metric, value, city)"
             " VALUES (%s, %s, %s, %s, %s)",
             rows,
+        )
+        cur.executemany(
+            "UPDATE sensors SET last_seen = greatest(last_seen, %s) WHERE sensor_id = %s",
+            [(time, sensor) for time, sensor, *_ in rows],
         )
 
 
@@ -212,6 +218,20 @@ def assert_same_series(
 ) -> None:
     assert [t for t, _ in got] == [t for t, _ in expected], case
     assert [v for _, v in got] == pytest.approx([v for _, v in expected], rel=1e-9), case
+
+
+def test_the_cities_list_reads_the_registry_not_the_readings(stack: Stack) -> None:
+    """A city with registered sensors and no readings must not cost a walk of every reading.
+
+    The newest reading of each city is its sensors' ``last_seen``: the plan
+    touches ``sensors`` only, however many readings are stored.
+    """
+    with psycopg.connect(stack.reader_dsn) as conn:
+        plan = "\n".join(
+            row[0] for row in conn.execute("EXPLAIN " + _CITIES, {"cities": None}).fetchall()
+        )
+    assert "sensors" in plan
+    assert "readings" not in plan and "_hyper_" not in plan
 
 
 def test_bucketed_series_equal_sql_over_raw_readings(
