@@ -199,15 +199,13 @@ nakhon_start() {
     nakhon_has_command "$(nakhon_command "${entry%%:*}")" && names+=("${entry%%:*}")
   done
   nakhon_gateway_logins
+  local before
+  before="$(cat "$SUPERVISOR_CONF" 2>/dev/null)" || true
   nakhon_supervisor_config "${names[@]}"
-  # The restart counts of programs no longer configured (processor-3 after
-  # NAKHON_PROCESSORS=3 went to 2): one that comes back later starts at 0.
-  local starts
-  for starts in "$RUN"/nakhon-*.starts; do
-    [[ -f "$starts" ]] || continue
-    name="$(basename "$starts" .starts)"; name="${name#nakhon-}"
-    [[ " ${names[*]} " == *" $name "* ]] || rm -f "$starts"
-  done
+  # A new configuration (another NAKHON_GATEWAYS, say) restarts the group at
+  # `update` below: those starts are not crashes, so the restart counts that
+  # `make status` shows begin again.
+  [[ "$(cat "$SUPERVISOR_CONF")" == "$before" ]] || rm -f "$RUN"/nakhon-*.starts
   if supervisor_alive; then
     # Already supervised: apply a changed configuration (restarts only the
     # programs it changed; nothing when it is the same), and start again what
