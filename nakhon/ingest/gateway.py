@@ -129,6 +129,8 @@ class Gateway:
         self._stopped = asyncio.Event()
         #: Set when the gateway stopped because its producer broke (the process should exit 1).
         self.failure: BaseException | None = None
+        #: When the last message came from the broker (monotonic); None before the first.
+        self.last_message_at: float | None = None
 
     # lifecycle -------------------------------------------------------------
 
@@ -211,9 +213,15 @@ class Gateway:
             # it will be redelivered by the broker on the next one.
             self._acks.clear()
 
+    @property
+    def in_flight(self) -> int:
+        """Messages taken from the broker and not yet acknowledged to it."""
+        return len(self._acks)
+
     def _on_message(self, msg: MqttMessage) -> None:
         if msg.connection != self._connection or self._stopping:
             return  # from a dead connection: the broker redelivers it
+        self.last_message_at = time.monotonic()
         self._metrics.received.inc()
         if msg.qos == 0:
             if self._queued_qos0 >= self._settings.max_queued_qos0:

@@ -76,8 +76,13 @@ class MqttSource:
         max_inflight: int,
         on_message: Callable[[MqttMessage], None],
         on_connection_change: Callable[[int, bool], None],
+        *,
+        drain: bool = False,
     ) -> None:
         self._settings = settings
+        #: Draining a session (``nakhon gateway --drain``): unsubscribe instead of
+        #: subscribing, take what the broker still holds, end the session on stop.
+        self._drain_session = drain
         self._max_inflight = min(max_inflight, _MAX_RECEIVE_MAXIMUM)
         self._deliver = on_message
         self._on_connection_change = on_connection_change
@@ -143,8 +148,15 @@ class MqttSource:
             self._client.ack_many(mids)
 
     def stop(self) -> None:
-        """Disconnect cleanly; the session (and what it queues) lives on in the broker."""
-        self._client.disconnect()
+        """Disconnect cleanly; the session (and what it queues) lives on in the broker.
+
+        Draining, the session ends with the connection (expiry 0).
+        """
+        props = None
+        if self._drain_session:
+            props = Properties(PacketTypes.DISCONNECT)  # type: ignore[no-untyped-call]
+            props.SessionExpiryInterval = 0
+        self._client.disconnect(properties=props)
         self._client.loop_stop()
 
     # paho's thread below -------------------------------------------------
@@ -168,6 +180,18 @@ class MqttSource:
             return
         self._connection += 1
         self.connected = True
+        if self._drain_session:
+            # Nothing new for this session; what it holds is delivered all the same.
+            log.info(
+                "connected to MQTT %s (session %s), draining: unsubscribing from %s",
+                self._endpoint,
+                "resumed" if flags.session_present else "new: nothing to drain",
+                ", ".join(self.subscriptions),
+            )
+            client.unsubscribe(self.subscriptions)
+            self.subscribed = True
+            self._notify(self._connection, True)
+            return
         log.info(
             "connected to MQTT %s (session %s), subscribing to %s",
             self._endpoint,

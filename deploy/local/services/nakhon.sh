@@ -104,25 +104,21 @@ nakhon_supervisor_config() {
 # nakhon_gateway_logins: with several gateways, each one's broker login in
 # $SECRETS/gateway-<i>.env (gateway:local-<i>, reading only through the share
 # group), made once. When the stack switches between one gateway and several,
-# the sessions of the logins no longer used are ended: the broker would go on
-# queueing every message for them (up to max_queued_messages), and hand the lot
-# over when they came back.
+# it notes in NAKHON_RETIRED_GATEWAYS the logins no longer used, whose sessions
+# nakhon_drain_retired_gateways drains once the new gateways run.
+NAKHON_RETIRED_GATEWAYS=()
+NAKHON_GATEWAY_MODE=plain
 nakhon_gateway_logins() {
-  local mode="plain" previous="" i file log="$LOGS/nakhon-migrate.log"
-  (( NAKHON_GATEWAY_COUNT == 1 )) || mode="shared-$NAKHON_GATEWAY_COUNT"
+  local previous="" i file log="$LOGS/nakhon-migrate.log"
+  (( NAKHON_GATEWAY_COUNT == 1 )) || NAKHON_GATEWAY_MODE="shared-$NAKHON_GATEWAY_COUNT"
   previous="$(cat "$STATE/gateway-mode" 2>/dev/null)" || true
-  if [[ -n "$previous" && "$previous" != "$mode" ]]; then
-    say "gateways: from ${previous/-/ x} to ${mode/-/ x}; ending the sessions no longer used"
-    if [[ "$previous" == plain ]]; then
-      "$NAKHON_BIN" gateway --end-session >>"$log" 2>&1 || warn "could not end the gateway's session (see $log)"
-    else
-      for (( i = 1; i <= ${previous#shared-}; i++ )); do
-        (( NAKHON_GATEWAY_COUNT > 1 && i <= NAKHON_GATEWAY_COUNT )) && continue
-        [[ -f "$SECRETS/gateway-$i.env" ]] || continue
-        NAKHON_ENV_FILE="$ENV_FILE:$SECRETS/gateway-$i.env" "$NAKHON_BIN" gateway --end-session >>"$log" 2>&1 \
-          || warn "could not end gateway-$i's session (see $log)"
-      done
-    fi
+  if [[ "$previous" == plain && "$NAKHON_GATEWAY_MODE" != plain ]]; then
+    NAKHON_RETIRED_GATEWAYS+=("$ENV_FILE")
+  elif [[ "$previous" == shared-* ]]; then
+    for (( i = 1; i <= ${previous#shared-}; i++ )); do
+      (( NAKHON_GATEWAY_COUNT > 1 && i <= NAKHON_GATEWAY_COUNT )) && continue
+      [[ -f "$SECRETS/gateway-$i.env" ]] && NAKHON_RETIRED_GATEWAYS+=("$ENV_FILE:$SECRETS/gateway-$i.env")
+    done
   fi
   for (( i = 1; NAKHON_GATEWAY_COUNT > 1 && i <= NAKHON_GATEWAY_COUNT; i++ )); do
     file="$SECRETS/gateway-$i.env"
@@ -132,7 +128,22 @@ nakhon_gateway_logins() {
     "$NAKHON_BIN" gateways add "local-$i" --share-group "$NAKHON_LOCAL_SHARE_GROUP" --env-file "$file" >>"$log" 2>&1 \
       || die "nakhon gateways add local-$i" "$log" "could not make gateway $i's broker login"
   done
-  echo "$mode" > "$STATE/gateway-mode"
+}
+
+# nakhon_drain_retired_gateways: the sessions of the gateway logins the stack no
+# longer runs (NAKHON_RETIRED_GATEWAYS), drained once the new gateways run:
+# what the broker queued for them (during the switch, or their share of the
+# group) goes to Kafka, then the session ends (`nakhon gateway --drain`).
+# Ended without draining, that would be lost; left alone, the broker would go
+# on queueing for them (up to max_queued_messages).
+nakhon_drain_retired_gateways() {
+  local files log="$LOGS/nakhon-migrate.log"
+  for files in "${NAKHON_RETIRED_GATEWAYS[@]}"; do
+    say "draining the session of a gateway no longer run ($(sed -n 's/^NAKHON_MQTT_USERNAME=//p' "${files##*:}" | tr -d "'"))"
+    NAKHON_ENV_FILE="$files" "$NAKHON_BIN" gateway --drain --idle-seconds 3 >>"$log" 2>&1 \
+      || die "nakhon gateway --drain" "$log" "could not drain a retired gateway's session; make up tries again"
+  done
+  echo "$NAKHON_GATEWAY_MODE" > "$STATE/gateway-mode"
 }
 
 # nakhon_stop_unsupervised: stop services whose pid file names a process of
@@ -229,6 +240,7 @@ nakhon_start() {
     [[ " ${names[*]} " == *" $name "* ]] || continue
     nakhon_wait_started "$name" "${entry#*:}"
   done
+  nakhon_drain_retired_gateways
 }
 
 nakhon_stop() {
