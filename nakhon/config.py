@@ -76,8 +76,8 @@ class MqttSettings(BaseModel):
     #: Session expiry the broker honours after a disconnect (seconds).
     session_expiry_s: int = 7 * 24 * 3600
     #: JSON object ``{"city": "broker.env"}``: the cities whose devices connect
-    #: to another MQTT broker than this one (docs/deploy.md, "Several MQTT
-    #: brokers"), each named by an env file of ``NAKHON_MQTT_*`` lines (host,
+    #: to another MQTT broker than this one (docs/deploy.md, "The city-to-broker
+    #: map"), each named by an env file of ``NAKHON_MQTT_*`` lines (host,
     #: port, admin password, TLS CA) that ``nakhon devices`` uses to provision
     #: that city's devices there. Cities not named use this broker.
     city_brokers: dict[str, Path] = Field(default_factory=dict)
