@@ -23,6 +23,7 @@ __all__ = [
     "Publisher",
     "count_rows",
     "owner_dsn",
+    "pm25_stream",
     "run_nakhon",
     "senml",
     "settle",
@@ -37,6 +38,23 @@ _MARKERS = {
     "senml": json.dumps([{"n": "pm10", "v": 1.0, "t": _MARKER_TIME}]).encode(),
     "json": json.dumps({"ts": _MARKER_TIME, "pm10": 1.0}).encode(),
 }
+
+
+def pm25_stream(
+    ns: PipelineNamespace, prefix: str, n: int, sensors: int = 50, base: int = 1_795_000_000
+) -> list[tuple[str, bytes]]:
+    """``n`` SenML pm25 readings of ``sensors`` sensors ``<prefix><i>`` in chiang_mai.
+
+    Each reading has its own (sensor, time), so a count of rows tells lost and
+    duplicated readings apart from a replay that dedupes.
+    """
+    return [
+        (
+            ns.topic("chiang_mai", f"{prefix}{i % sensors}", "senml"),
+            senml("pm25", float(i % 500), base + i // sensors),
+        )
+        for i in range(n)
+    ]
 
 
 def run_nakhon(

@@ -23,7 +23,7 @@ from tests.integration.pipeline_harness import (
     PipelineNamespace,
     Publisher,
     count_rows,
-    senml,
+    pm25_stream,
     settle,
     wait_for,
 )
@@ -56,13 +56,7 @@ async def ns(broker: PrivateBroker) -> AsyncIterator[PipelineNamespace]:
 
 def _stream(ns: PipelineNamespace, prefix: str, n: int) -> list[tuple[str, bytes]]:
     """n readings from 20 sensors, each reading at its own time."""
-    return [
-        (
-            ns.topic("chiang_mai", f"{prefix}{i % 20}", "senml"),
-            senml("pm25", float(i % 500), BASE_TIME + i // 20),
-        )
-        for i in range(n)
-    ]
+    return pm25_stream(ns, prefix, n, sensors=20, base=BASE_TIME)
 
 
 def _connected(gateway: Service) -> float:

@@ -24,11 +24,10 @@ from aiokafka.errors import KafkaError
 
 from tests.integration.conftest import Stack
 from tests.integration.pipeline_harness import (
-    PipelineNamespace,
     Publisher,
     count_rows,
     owner_dsn,
-    senml,
+    pm25_stream,
     settle,
     wait_for,
 )
@@ -54,18 +53,6 @@ def publisher(rig: Rig) -> Iterator[Publisher]:
     pub = Publisher(rig.ns.publisher_credentials)
     yield pub
     pub.close()
-
-
-def _stream(ns: PipelineNamespace, prefix: str, n: int) -> list[tuple[str, bytes]]:
-    """n pm25 readings from 50 sensors, each with its own time (a replay must dedupe)."""
-    base = 1_795_000_000
-    return [
-        (
-            ns.topic("chiang_mai", f"{prefix}{i % 50}", "senml"),
-            senml("pm25", float(i % 500), base + i // 50),
-        )
-        for i in range(n)
-    ]
 
 
 def _rows_and_distinct(prefix: str) -> tuple[int, int]:
@@ -102,7 +89,7 @@ async def test_the_kafka_node_leading_partition_0_killed_mid_stream_loses_and_du
     cluster, ns = rig.cluster, rig.ns
     assert cluster is not None
     prefix = f"{ns.name}-k"
-    messages = _stream(ns, prefix, N)
+    messages = pm25_stream(ns, prefix, N)
     publisher.publish_all(messages[:500])
     await wait_for(lambda: count_rows(prefix) > 0, 60, "the first rows")
     infos = [publisher.publish(t, p) for t, p in messages[500:1200]]
@@ -133,7 +120,7 @@ async def test_one_of_three_processors_killed_mid_stream_the_others_take_over(
 ) -> None:
     ns = rig.ns
     prefix = f"{ns.name}-p"
-    messages = _stream(ns, prefix, N)
+    messages = pm25_stream(ns, prefix, N)
     publisher.publish_all(messages[:600])
     await wait_for(lambda: count_rows(prefix) >= 200, 60, "some batches stored")
     rig.processors[-1].kill()  # between a DB commit and its offset commit, or mid-write

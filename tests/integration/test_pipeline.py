@@ -26,6 +26,7 @@ from tests.integration.pipeline_harness import (
     Publisher,
     count_rows,
     owner_dsn,
+    pm25_stream,
     senml,
     settle,
     wait_for,
@@ -74,7 +75,7 @@ async def started(ns: PipelineNamespace) -> PipelineNamespace:
 
 
 def _pm25_rows(prefix: str) -> int:
-    """The stream's rows (``_stream`` sends pm25, stored as pm2_5), not the markers'."""
+    """The stream's rows (``pm25_stream`` sends pm25, stored as pm2_5), not the markers'."""
     return count_rows(prefix, metric="pm2_5")
 
 
@@ -150,18 +151,6 @@ async def test_an_out_of_range_value_is_rejected_alone(
     assert [(x["reason"], x["partial"]) for x in letters] == [("out_of_range", "true")]
 
 
-def _stream(ns: PipelineNamespace, prefix: str, n: int) -> list[tuple[str, bytes]]:
-    """n readings from 50 sensors, each with its own time (replays must dedupe)."""
-    base = 1_795_000_000
-    return [
-        (
-            ns.topic("chiang_mai", f"{prefix}{i % 50}", "senml"),
-            senml("pm25", float(i % 500), base + i // 50),
-        )
-        for i in range(n)
-    ]
-
-
 async def test_gateway_killed_mid_stream_loses_nothing(
     ns: PipelineNamespace, publisher: Publisher
 ) -> None:
@@ -169,7 +158,7 @@ async def test_gateway_killed_mid_stream_loses_nothing(
     await gateway.start_and_wait()
     await ns.processor().start_and_wait()
     prefix = f"{ns.name}-g"
-    messages = _stream(ns, prefix, 4000)
+    messages = pm25_stream(ns, prefix, 4000)
     first, second = messages[:2000], messages[2000:]
     publisher.publish_all(first[:500])
     await wait_for(lambda: count_rows(prefix) > 0, 30, "the first rows")
@@ -192,7 +181,7 @@ async def test_processor_killed_mid_batch_loses_and_duplicates_nothing(
     processor = ns.processor()
     await processor.start_and_wait()
     prefix = f"{ns.name}-p"
-    messages = _stream(ns, prefix, 6000)
+    messages = pm25_stream(ns, prefix, 6000)
     infos = [publisher.publish(t, p) for t, p in messages]
     await wait_for(lambda: count_rows(prefix) >= 400, 60, "some batches stored")
     processor.kill()  # between a DB commit and its offset commit, or mid-write
@@ -216,7 +205,7 @@ async def test_sigterm_drains_and_exits_zero(ns: PipelineNamespace, publisher: P
     await gateway.start_and_wait()
     await processor.start_and_wait()
     prefix = f"{ns.name}-s"
-    publisher.publish_all(_stream(ns, prefix, 500))
+    publisher.publish_all(pm25_stream(ns, prefix, 500))
     await wait_for(lambda: count_rows(prefix) == 500, 60, "all rows")
     started_at = time.monotonic()
     assert gateway.terminate() == 0
@@ -254,7 +243,7 @@ async def test_no_puback_while_kafka_is_away_and_recovery_by_itself(
     publisher = Publisher(ns.publisher_credentials)
     try:
         prefix = f"{ns.name}-k"
-        messages = _stream(ns, prefix, 1200)
+        messages = pm25_stream(ns, prefix, 1200)
         publisher.publish_all(messages[:200])
         await wait_for(lambda: count_rows(prefix) == 200, 30, "the first 200 rows")
         acked, inflight = ACKNOWLEDGED, INFLIGHT
@@ -319,7 +308,7 @@ async def test_database_connections_killed_mid_stream_lose_nothing(
     ns.batch_max_records = 100
     await started(ns)
     prefix = f"{ns.name}-db"
-    messages = _stream(ns, prefix, 3000)
+    messages = pm25_stream(ns, prefix, 3000)
     infos = [publisher.publish(t, p) for t, p in messages]
     # As the processor's own role: a role may end its own sessions, and no
     # other role here (the owner included) may end the writer's. Only this
